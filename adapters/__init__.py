@@ -1,0 +1,1 @@
+"""Adapters: turn other systems' outputs into samkit Prompts (installed as samkit.adapters)."""

@@ -1,0 +1,1 @@
+"""Pipelines: adapters + Segmenter + post-processing (installed as samkit.pipelines)."""

@@ -1,0 +1,81 @@
+"""The SAM container: wires an image encoder, a prompt encoder and a mask decoder together."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import SamConfig
+from .image_encoder import ImageEncoderViT
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .transformer import TwoWayTransformer
+
+
+class Sam(nn.Module):
+    """SAM network. Its ``state_dict`` keys are those of Meta's official checkpoints.
+
+    The model does no image resizing or coordinate mapping: use :class:`samkit.Segmenter`,
+    or :mod:`samkit.transforms` directly.
+
+    Attributes:
+        config: the :class:`SamConfig` it was built from (None when assembled by hand).
+        mask_threshold: logit threshold that turns logits into binary masks (0.0).
+    """
+
+    mask_threshold: float = 0.0
+
+    def __init__(self, *, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
+                 pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53),
+                 pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375),
+                 config: SamConfig | None = None) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        self.config = config
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.image_encoder.patch_embed.proj.weight.dtype
+
+    @property
+    def image_size(self) -> int:
+        return self.image_encoder.img_size
+
+
+def build_sam(config: SamConfig | None = None, **overrides) -> Sam:
+    """Build a randomly initialised SAM (eval mode) from a :class:`SamConfig`.
+
+    Example:
+        >>> from samkit.modeling import build_sam, get_config
+        >>> model = build_sam(get_config("tiny"))
+    """
+    config = (config or SamConfig()).replace(**overrides) if overrides else (config or SamConfig())
+    grid = config.embedding_size
+    model = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.encoder_embed_dim,
+            depth=config.encoder_depth, num_heads=config.encoder_num_heads, mlp_ratio=config.encoder_mlp_ratio,
+            out_chans=config.prompt_embed_dim, window_size=config.encoder_window_size,
+            global_attn_indexes=config.encoder_global_attn_indexes,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_embed_dim, image_embedding_size=(grid, grid),
+            input_image_size=(config.image_size, config.image_size), mask_in_chans=config.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            transformer_dim=config.prompt_embed_dim,
+            transformer=TwoWayTransformer(config.decoder_depth, config.prompt_embed_dim, config.decoder_num_heads,
+                                          config.decoder_mlp_dim),
+            num_multimask_outputs=config.num_multimask_outputs, iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+        pixel_mean=config.pixel_mean, pixel_std=config.pixel_std, config=config,
+    )
+    return model.eval()

@@ -1,0 +1,246 @@
+"""Prompts: the one input currency of :class:`samkit.Segmenter`.
+
+A :class:`Prompts` holds ``N`` prompts. Each prompt may combine points (with
+foreground/background labels), one box, one low-resolution mask input and one
+embedding vector (CLIP text or image embedding, used by models trained with the
+embedding prompt path). Per-prompt metadata (class name, detector score, track id,
+source, ...) travels with the prompt into the :class:`~samkit.results.Segmentation`.
+
+Coordinates are always original-image pixels, XY order; boxes are XYXY.
+Points outside the image are valid prompts (the reference accepts them too); NaN
+or infinite coordinates are not.
+
+Example:
+    >>> p = Prompts.from_boxes([[10, 20, 110, 220], [5, 5, 50, 60]], meta=[{"label": "cat"}, {"label": "dog"}])
+    >>> len(p)
+    2
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["Prompts"]
+
+
+def _as_float_array(name: str, value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        arr = value
+    elif hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, duck-typed
+        arr = value.detach().cpu().numpy()
+    else:
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} must be array-like numbers, got {type(value).__name__}: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got NaN or infinite values")
+    return arr
+
+
+def _normalize_points(points: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    pts = _as_float_array("points", points)
+    if pts.ndim == 2 and pts.shape[-1] == 2:
+        pts = pts[None]
+    if pts.ndim != 3 or pts.shape[-1] != 2:
+        raise ValueError(f"points must have shape (P, 2) or (N, P, 2), got {tuple(pts.shape)}")
+    if pts.shape[1] == 0:
+        raise ValueError("points must hold at least one point per prompt, got shape "
+                         f"{tuple(pts.shape)}; pass points=None for no points")
+    if labels is None:
+        lab = np.ones(pts.shape[:2], dtype=np.int64)
+    else:
+        lab_f = _as_float_array("labels", labels)
+        if lab_f.ndim == 1 and pts.shape[0] == 1:
+            lab_f = lab_f[None]
+        if lab_f.shape != pts.shape[:2]:
+            raise ValueError(
+                f"labels must have shape {pts.shape[:2]} to match points {tuple(pts.shape)}, "
+                f"got {tuple(lab_f.shape)}"
+            )
+        if np.any(lab_f != np.round(lab_f)):
+            raise ValueError("labels must be integers (1 foreground, 0 background, -1 padding)")
+        lab = lab_f.astype(np.int64)
+        bad = np.setdiff1d(np.unique(lab), [-1, 0, 1])
+        if bad.size:
+            raise ValueError(
+                "labels must be 1 (foreground), 0 (background) or -1 (padding), got "
+                f"{bad.tolist()}"
+            )
+    return pts, lab
+
+
+def _normalize_boxes(boxes: Any) -> np.ndarray:
+    b = _as_float_array("boxes", boxes)
+    if b.ndim == 1:
+        b = b[None]
+    if b.ndim != 2 or b.shape[-1] != 4:
+        raise ValueError(f"boxes must have shape (4,) or (N, 4) as XYXY, got {tuple(b.shape)}")
+    if b.shape[0] and np.any((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])):
+        i = int(np.nonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))[0][0])
+        raise ValueError(f"boxes must be XYXY with x1 >= x0 and y1 >= y0, got box {i}: {b[i].tolist()}")
+    return b
+
+
+def _normalize_masks(mask_inputs: Any) -> np.ndarray:
+    m = _as_float_array("mask_input", mask_inputs)
+    if m.ndim == 2:
+        m = m[None, None]
+    elif m.ndim == 3:
+        m = m[:, None] if m.shape[0] != 1 else m[None]
+    if m.ndim != 4 or m.shape[1] != 1:
+        raise ValueError(f"mask_input must have shape (N, 1, h, w) (low-res logits), got {tuple(m.shape)}")
+    return m
+
+
+def _normalize_embeddings(embeddings: Any) -> np.ndarray:
+    e = _as_float_array("embeddings", embeddings)
+    if e.ndim == 1:
+        e = e[None]
+    if e.ndim != 2:
+        raise ValueError(f"embeddings must have shape (D,) or (N, D), got {tuple(e.shape)}")
+    return e
+
+
+@dataclass
+class Prompts:
+    """A batch of ``N`` prompts for one image.
+
+    Attributes:
+        points: float32 (N, P, 2) XY pixel coordinates in the original image, or None.
+        labels: int64 (N, P): 1 foreground, 0 background, -1 padding (ignored point), or None.
+        boxes: float32 (N, 4) XYXY pixels, or None.
+        mask_inputs: float32 (N, 1, h, w) low-res mask logits (h = w = 256 for the paper's models), or None.
+        embeddings: float32 (N, D) prompt embeddings (CLIP text/image) for models with the
+            embedding prompt path, or None.
+        meta: one dict per prompt, copied into the result's metadata.
+
+    Build with the constructor (shapes are validated and broadcast) or the ``from_*`` helpers.
+    A single prompt given without the leading N axis (points (P, 2), a box (4,)) becomes N = 1.
+    When only some fields are given with N > 1 and another with N = 1, the single one is
+    repeated: ``Prompts(points=[[x, y]], boxes=many_boxes)`` adds the same point to every box.
+    """
+
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    mask_inputs: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    meta: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.points is not None:
+            self.points, self.labels = _normalize_points(self.points, self.labels)
+        elif self.labels is not None:
+            raise ValueError("labels were given without points")
+        if self.boxes is not None:
+            self.boxes = _normalize_boxes(self.boxes)
+        if self.mask_inputs is not None:
+            self.mask_inputs = _normalize_masks(self.mask_inputs)
+        if self.embeddings is not None:
+            self.embeddings = _normalize_embeddings(self.embeddings)
+        counts = {name: getattr(self, name).shape[0] for name in self._FIELDS if getattr(self, name) is not None}
+        n = max(counts.values(), default=len(self.meta))
+        for name, c in counts.items():
+            if c == n:
+                continue
+            if c == 1:
+                arr = getattr(self, name)
+                setattr(self, name, np.repeat(arr, n, axis=0))
+                if name == "points":
+                    self.labels = np.repeat(self.labels, n, axis=0)
+            else:
+                raise ValueError(
+                    f"prompt fields must agree on N (or have N = 1), got {counts}"
+                )
+        if self.meta is None:
+            self.meta = []
+        if isinstance(self.meta, dict):
+            self.meta = [dict(self.meta) for _ in range(n)]
+        self.meta = [dict(m) if m is not None else {} for m in self.meta]
+        if not self.meta:
+            self.meta = [{} for _ in range(n)]
+        if len(self.meta) != n:
+            raise ValueError(f"meta must hold one dict per prompt ({n}), got {len(self.meta)}")
+
+    _FIELDS = ("points", "boxes", "mask_inputs", "embeddings")
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_points(cls, points: Any, labels: Any = None, *, meta: Sequence[dict] | None = None) -> "Prompts":
+        """One prompt per point: ``points`` (N, 2) XY pixels, ``labels`` (N,) (default all 1)."""
+        pts = _as_float_array("points", points)
+        if pts.ndim != 2 or pts.shape[-1] != 2:
+            raise ValueError(f"points must have shape (N, 2), got {tuple(pts.shape)}")
+        lab = None if labels is None else np.asarray(labels).reshape(-1, 1)
+        return cls(points=pts[:, None, :], labels=lab, meta=list(meta or []))
+
+    @classmethod
+    def from_boxes(cls, boxes: Any, *, meta: Sequence[dict] | None = None) -> "Prompts":
+        """One prompt per box: ``boxes`` (N, 4) XYXY pixels."""
+        b = _normalize_boxes(boxes)
+        return cls(boxes=b, meta=list(meta or []))
+
+    @classmethod
+    def empty(cls) -> "Prompts":
+        """No prompts at all (segmenting it returns an empty result)."""
+        return cls(meta=[])
+
+    @classmethod
+    def concat(cls, items: Sequence["Prompts"]) -> "Prompts":
+        """Join several prompt batches; all must carry the same kinds of fields."""
+        items = [p for p in items if len(p)]
+        if not items:
+            return cls.empty()
+        kinds = {tuple(getattr(p, f) is not None for f in cls._FIELDS) for p in items}
+        if len(kinds) > 1:
+            raise ValueError("cannot concat prompts with different fields (e.g. points and boxes-only)")
+        out: dict[str, Any] = {}
+        for f in cls._FIELDS:
+            if getattr(items[0], f) is None:
+                continue
+            if f == "points":
+                p = max(x.points.shape[1] for x in items)
+                pts, labs = [], []
+                for x in items:
+                    pad = p - x.points.shape[1]
+                    pts.append(np.pad(x.points, ((0, 0), (0, pad), (0, 0))))
+                    labs.append(np.pad(x.labels, ((0, 0), (0, pad)), constant_values=-1))
+                out["points"], out["labels"] = np.concatenate(pts), np.concatenate(labs)
+            else:
+                out[f] = np.concatenate([getattr(x, f) for x in items])
+        return cls(**out, meta=[m for x in items for m in x.meta])
+
+    # -- access -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def __getitem__(self, index: Any) -> "Prompts":
+        """Select prompts by int, slice, integer array or boolean mask; metadata stays aligned."""
+        idx = np.arange(len(self))[index]
+        idx = np.atleast_1d(idx)
+        kw = {f: (None if getattr(self, f) is None else getattr(self, f)[idx]) for f in self._FIELDS}
+        kw["labels"] = None if self.labels is None else self.labels[idx]
+        return Prompts(**kw, meta=[self.meta[i] for i in idx.tolist()]) if len(idx) else Prompts.empty()
+
+    def chunks(self, size: int) -> Iterator["Prompts"]:
+        """Yield consecutive batches of at most ``size`` prompts."""
+        if size < 1:
+            raise ValueError(f"chunk size must be >= 1, got {size}")
+        for start in range(0, len(self), size):
+            yield self[start:start + size]
+
+    def with_meta(self, **values: Any) -> "Prompts":
+        """Return a copy whose every meta dict also holds ``values``."""
+        kw = {f: getattr(self, f) for f in self._FIELDS}
+        kw["labels"] = self.labels
+        return Prompts(**kw, meta=[dict(m, **values) for m in self.meta])
+
+    def __repr__(self) -> str:
+        parts = [f"{f}={tuple(getattr(self, f).shape)}" for f in self._FIELDS if getattr(self, f) is not None]
+        return f"Prompts(n={len(self)}, {', '.join(parts)})"

@@ -1,0 +1,248 @@
+"""Segmenter: encode an image once, then segment it with many prompts.
+
+    >>> seg = Segmenter(model)                                    # doctest: +SKIP
+    >>> emb = seg.encode(image)           # slow step: the ViT     # doctest: +SKIP
+    >>> out = seg.segment(emb, boxes=[[10, 20, 200, 240]])         # doctest: +SKIP
+    >>> out.masks.shape                    # (N, K, H, W) bool      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .prompts import Prompts
+from .results import Segmentation
+from .transforms import CoordinateMap, normalize_and_pad, resize_longest_side, to_rgb_uint8, upscale_masks
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ImageEmbedding", "Segmenter"]
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """The encoder's output for one image, reusable for any number of prompts.
+
+    Attributes:
+        features: (1, C, h, w) tensor on the model's device and dtype.
+        original_size: (H, W) of the image as given.
+        input_size: (h, w) of the resized image inside the padded model input.
+        key: content hash of the image (used by the embedding cache).
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    key: str = field(default="", compare=False)
+
+    @property
+    def coordinate_map(self) -> CoordinateMap:
+        return CoordinateMap(self.original_size, self.input_size)
+
+
+def image_key(image: np.ndarray) -> str:
+    """Content hash of an (H, W, 3) uint8 image."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(image.shape).encode())
+    h.update(np.ascontiguousarray(image).data)
+    return h.hexdigest()
+
+
+class Segmenter:
+    """Promptable segmentation with a SAM model.
+
+    Args:
+        model: a :class:`samkit.modeling.Sam` (see :func:`samkit.load_model`).
+        device: where to run; defaults to the model's device. The model is moved there.
+        cache_size: how many image embeddings to keep (least recently used dropped); 0 disables.
+        prompt_batch_size: prompts decoded per decoder call (bounds memory; results are identical).
+    """
+
+    def __init__(self, model: torch.nn.Module, *, device: str | torch.device | None = None, cache_size: int = 4,
+                 prompt_batch_size: int = 64) -> None:
+        if not hasattr(model, "image_encoder") or not hasattr(model, "mask_decoder"):
+            raise TypeError(f"model must be a SAM model (samkit.load_model), got {type(model).__name__}")
+        if cache_size < 0 or prompt_batch_size < 1:
+            raise ValueError(f"cache_size must be >= 0 and prompt_batch_size >= 1, got {cache_size}, {prompt_batch_size}")
+        self.model = model.eval()
+        if device is not None:
+            self.model.to(device)
+        self.cache_size = cache_size
+        self.prompt_batch_size = prompt_batch_size
+        self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
+        self._last: ImageEmbedding | None = None
+
+    # -- slow step ------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.image_encoder.patch_embed.proj.weight.dtype
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_encoder.img_size
+
+    def preprocess(self, image: Any) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int], str]:
+        """Image -> ((1, 3, S, S) model input, original (H, W), input (h, w), content key)."""
+        rgb = to_rgb_uint8(image)
+        resized = resize_longest_side(rgb, self.image_size)
+        x = normalize_and_pad(resized, image_size=self.image_size, pixel_mean=self.model.pixel_mean,
+                              pixel_std=self.model.pixel_std, device=self.device, dtype=self.dtype)
+        return x, rgb.shape[:2], resized.shape[:2], image_key(rgb)
+
+    @torch.inference_mode()
+    def encode(self, image: Any) -> ImageEmbedding:
+        """Run the image encoder on one image (or fetch it from the cache).
+
+        Args:
+            image: (H, W, 3) uint8 RGB array, PIL image, torch tensor (H, W, C) or a path;
+                grayscale, RGBA, 16-bit and [0, 1] float images are converted (see
+                :mod:`samkit.transforms`).
+
+        Returns:
+            The :class:`ImageEmbedding`; it also becomes the default for :meth:`segment`.
+        """
+        if isinstance(image, (list, tuple)) and image and not isinstance(image[0], (int, float, np.number)):
+            raise TypeError("encode takes one image; use encode_batch for a list of images")
+        return self.encode_batch([image])[0]
+
+    @torch.inference_mode()
+    def encode_batch(self, images: Iterable[Any], *, batch_size: int = 4) -> list[ImageEmbedding]:
+        """Encode several images, ``batch_size`` per encoder call; cached ones are not recomputed."""
+        images = list(images)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        prepared = [self.preprocess(img) for img in images]
+        out: list[ImageEmbedding | None] = [self._cache_get(p[3]) for p in prepared]
+        todo = [i for i, e in enumerate(out) if e is None]
+        for start in range(0, len(todo), batch_size):
+            idx = todo[start:start + batch_size]
+            x = torch.cat([prepared[i][0] for i in idx])
+            features = self.model.image_encoder(x)
+            for j, i in enumerate(idx):
+                _, orig, inp, key = prepared[i]
+                emb = ImageEmbedding(features[j:j + 1].clone(), tuple(orig), tuple(inp), key)
+                self._cache_put(emb)
+                out[i] = emb
+        if out:
+            self._last = out[-1]
+        return out  # type: ignore[return-value]
+
+    def _cache_get(self, key: str) -> ImageEmbedding | None:
+        emb = self._cache.get(key)
+        if emb is not None:
+            self._cache.move_to_end(key)
+            logger.debug("embedding cache hit %s", key)
+        return emb
+
+    def _cache_put(self, emb: ImageEmbedding) -> None:
+        if self.cache_size == 0:
+            return
+        self._cache[emb.key] = emb
+        self._cache.move_to_end(emb.key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        """Forget every cached embedding."""
+        self._cache.clear()
+        self._last = None
+
+    # -- fast step ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def segment(self, embedding: ImageEmbedding | None = None, *, points: Any = None, labels: Any = None,
+                boxes: Any = None, mask_input: Any = None, prompts: Prompts | None = None, multimask: bool = True,
+                meta: Sequence[dict] | dict | None = None, return_logits: bool = True) -> Segmentation:
+        """Predict masks for one image embedding and N prompts in one call.
+
+        Args:
+            embedding: from :meth:`encode`; defaults to the most recently encoded image.
+            points: (P, 2) one prompt of P points, or (N, P, 2) N prompts; XY original pixels.
+                Points outside the image are valid prompts (as in the reference); NaN is not.
+            labels: (P,) or (N, P): 1 foreground, 0 background (default all 1).
+            boxes: (4,) or (N, 4) XYXY original pixels; with points, combined per prompt.
+            mask_input: (N, 1, s, s) low-res logits (s = 256 for the paper's models), e.g. a
+                previous result's ``logits``.
+            prompts: a :class:`Prompts` instead of the keyword fields above.
+            multimask: three ambiguity-aware masks per prompt (True, as the reference's
+                ``predict``) or the single-mask output.
+            meta: per-prompt metadata (one dict per prompt) carried into the result.
+            return_logits: keep the low-res logits in the result.
+
+        Returns:
+            :class:`Segmentation` with masks (N, K, H, W) bool, scores (N, K), logits
+            (N, K, s, s); K = 3 with ``multimask`` else 1.
+        """
+        if prompts is None:
+            if points is None and boxes is None and mask_input is None:
+                raise ValueError("segment needs a prompt: points, boxes, mask_input or prompts; got none")
+            prompts = Prompts(points=points, labels=labels, boxes=boxes, mask_inputs=mask_input,
+                              meta=meta if meta is not None else [])
+        elif not isinstance(prompts, Prompts):
+            raise TypeError(f"prompts must be a samkit.Prompts, got {type(prompts).__name__}")
+        elif any(v is not None for v in (points, labels, boxes, mask_input)):
+            raise ValueError("pass either prompts= or points/labels/boxes/mask_input, not both")
+        if embedding is None:
+            if self._last is None:
+                raise ValueError("no image embedding: call encode(image) before segment()")
+            embedding = self._last
+        if not isinstance(embedding, ImageEmbedding):
+            raise TypeError(f"embedding must be an ImageEmbedding from encode(), got {type(embedding).__name__}")
+        num_outputs = self.model.mask_decoder.num_multimask_outputs if multimask else 1
+        if len(prompts) == 0:
+            return Segmentation.empty(embedding.original_size, num_outputs=num_outputs)
+        self._check_prompts(prompts)
+        results = [self._segment_chunk(embedding, chunk, multimask, return_logits)
+                   for chunk in prompts.chunks(self.prompt_batch_size)]
+        return results[0] if len(results) == 1 else Segmentation.concat(results)
+
+    def _check_prompts(self, prompts: Prompts) -> None:
+        low_res = 4 * self.model.prompt_encoder.image_embedding_size[0]
+        if prompts.mask_inputs is not None and prompts.mask_inputs.shape[-2:] != (low_res, low_res):
+            raise ValueError(
+                f"mask_input must have shape (N, 1, {low_res}, {low_res}), got {tuple(prompts.mask_inputs.shape)}"
+            )
+        if prompts.embeddings is not None:
+            raise ValueError("embedding prompts need a model with the embedding prompt path; this model has none")
+
+    def decode(self, embedding: ImageEmbedding, prompts: Prompts, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder: low-res logits (N, K, s, s) and scores (N, K), as tensors."""
+        model, device, dtype = self.model, self.device, self.dtype
+        cmap = embedding.coordinate_map
+        point_args = None
+        if prompts.points is not None:
+            coords = torch.as_tensor(cmap.points_to_model(prompts.points), device=device)
+            point_args = (coords, torch.as_tensor(prompts.labels, device=device))
+        box_t = None
+        if prompts.boxes is not None:
+            box_t = torch.as_tensor(cmap.boxes_to_model(prompts.boxes), device=device)
+        mask_t = None
+        if prompts.mask_inputs is not None:
+            mask_t = torch.as_tensor(prompts.mask_inputs, device=device, dtype=dtype)
+        sparse, dense = model.prompt_encoder(point_args, box_t, mask_t)
+        if mask_t is None:
+            dense = dense[:1]  # identical for every prompt: lets the decoder share image work
+        return model.mask_decoder(embedding.features, model.prompt_encoder.get_dense_pe().to(dtype),
+                                  sparse.to(dtype), dense.to(dtype), multimask)
+
+    def _segment_chunk(self, embedding: ImageEmbedding, prompts: Prompts, multimask: bool,
+                       return_logits: bool) -> Segmentation:
+        low_res, scores = self.decode(embedding, prompts, multimask)
+        full = upscale_masks(low_res.float(), input_size=embedding.input_size,
+                             original_size=embedding.original_size, image_size=self.image_size)
+        masks = (full > self.model.mask_threshold).cpu().numpy()
+        return Segmentation(
+            masks=masks,
+            scores=scores.float().cpu().numpy(),
+            logits=low_res.float().cpu().numpy() if return_logits else None,
+            meta=[dict(m) for m in prompts.meta],
+        )

@@ -1,0 +1,1 @@
+"""Fine-tuning recipe of the SAM paper."""

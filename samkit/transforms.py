@@ -1,0 +1,197 @@
+"""Image conversion, resizing, normalisation and coordinate mapping.
+
+This module is the only place where coordinates move between *original image* pixels
+(what users and results use: XY order, boxes XYXY) and *model input* pixels (the image
+resized so its longest side equals the model's ``image_size``, then padded bottom/right).
+
+Image conversion rules (:func:`to_rgb_uint8`), applied to arrays, tensors, PIL images and files:
+
+==========================  ====================================================================
+input                       conversion
+==========================  ====================================================================
+(H, W, 3) uint8             used as is (RGB)
+(H, W) or (H, W, 1)         grayscale, replicated to three channels
+(H, W, 4)                   RGBA: the alpha channel is dropped (not composited)
+uint16                      ``round(value / 257)`` -> uint8 (full 16-bit range to 8-bit)
+float16/32/64               must lie in [0, 1]; ``round(value * 255)``
+other integer dtypes        must lie in [0, 255]
+bool, complex, NaN/inf      rejected with ``TypeError`` / ``ValueError``
+PIL image                   palette/CMYK/LA/... converted by PIL to RGB; 16-bit and float modes
+                            follow the array rules above
+path                        opened with PIL, EXIF orientation applied, then the PIL rules
+==========================  ====================================================================
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "to_rgb_uint8", "load_image", "preprocess_shape", "resize_longest_side", "normalize_and_pad",
+    "CoordinateMap", "upscale_masks",
+]
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file into an (H, W, 3) uint8 RGB array (see the module rules)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read image file {path!r}: {exc}") from None
+    return _pil_to_rgb_uint8(img)
+
+
+def _pil_to_rgb_uint8(img: Any) -> np.ndarray:
+    mode = img.mode
+    if mode in ("RGB", "L", "RGBA") or mode.startswith("I;16") or mode in ("I", "F"):
+        return _array_to_rgb_uint8(np.array(img))
+    return _array_to_rgb_uint8(np.array(img.convert("RGB")))
+
+
+def _array_to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        hint = " (channels-first? use (H, W, C))" if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) else ""
+        raise ValueError(f"image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {arr.shape}{hint}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"image must be at least 1x1 pixels, got shape {arr.shape}")
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"image dtype must be uint8, uint16, another integer or float type, got {arr.dtype}")
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = np.round(arr.astype(np.float32) / 257.0).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("float image contains NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"float images must lie in [0, 1], got values in [{lo:g}, {hi:g}]")
+        out = np.round(arr.astype(np.float64) * 255.0).astype(np.uint8)
+    else:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"{arr.dtype} images must lie in [0, 255] (or use uint16), got values in [{lo}, {hi}]")
+        out = arr.astype(np.uint8)
+    if out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    elif out.shape[2] == 4:
+        out = out[:, :, :3]
+    return np.ascontiguousarray(out)
+
+
+def to_rgb_uint8(image: Any) -> np.ndarray:
+    """Convert an array, tensor, PIL image or path to an (H, W, 3) uint8 RGB array.
+
+    See the module docstring for the conversion table.
+
+    Example:
+        >>> to_rgb_uint8(np.zeros((4, 5), np.uint16)).shape
+        (4, 5, 3)
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb_uint8(image)
+    if isinstance(image, torch.Tensor):
+        return _array_to_rgb_uint8(image.detach().cpu().numpy())
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL.Image, duck-typed
+        return _pil_to_rgb_uint8(image)
+    raise TypeError(
+        "image must be a numpy array (H, W, 3), a torch tensor, a PIL image or a file path, "
+        f"got {type(image).__name__}"
+    )
+
+
+def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """Size (h, w) after scaling (height, width) so that the longer side equals ``long_side``."""
+    scale = long_side / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:
+    """Resize an (H, W, 3) uint8 image so its longest side is ``long_side`` (PIL bilinear)."""
+    from PIL import Image
+
+    h, w = preprocess_shape(image.shape[0], image.shape[1], long_side)
+    if (h, w) == image.shape[:2]:
+        return image
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def normalize_and_pad(image: np.ndarray, *, image_size: int, pixel_mean: torch.Tensor, pixel_std: torch.Tensor,
+                      device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(h, w, 3) uint8 resized image -> (1, 3, image_size, image_size) normalised, zero-padded tensor."""
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).to(device).permute(2, 0, 1)
+    x = (x - pixel_mean.to(x.device)) / pixel_std.to(x.device)
+    h, w = x.shape[1:]
+    x = F.pad(x, (0, image_size - w, 0, image_size - h))
+    return x.unsqueeze(0).to(dtype)
+
+
+@dataclass(frozen=True)
+class CoordinateMap:
+    """Maps XY coordinates between an original image and the resized model input.
+
+    Attributes:
+        original_size: (H, W) of the original image.
+        input_size: (h, w) of the resized image before padding.
+    """
+
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+    @classmethod
+    def for_image(cls, original_size: tuple[int, int], image_size: int) -> "CoordinateMap":
+        return cls(tuple(original_size), preprocess_shape(original_size[0], original_size[1], image_size))
+
+    @property
+    def scale_xy(self) -> np.ndarray:
+        return np.array([self.input_size[1] / self.original_size[1], self.input_size[0] / self.original_size[0]])
+
+    def points_to_model(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) XY original pixels -> model input pixels (float32)."""
+        pts = np.asarray(points, dtype=np.float64)
+        return (pts * self.scale_xy).astype(np.float32)
+
+    def boxes_to_model(self, boxes: np.ndarray) -> np.ndarray:
+        """(..., 4) XYXY original pixels -> model input pixels (float32)."""
+        b = np.asarray(boxes, dtype=np.float64)
+        return self.points_to_model(b.reshape(*b.shape[:-1], 2, 2)).reshape(b.shape)
+
+    def points_to_original(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) XY model input pixels -> original pixels (float32)."""
+        return (np.asarray(points, dtype=np.float64) / self.scale_xy).astype(np.float32)
+
+
+def upscale_masks(low_res: torch.Tensor, *, input_size: tuple[int, int], original_size: tuple[int, int],
+                  image_size: int) -> torch.Tensor:
+    """Low-res logits (B, K, s, s) -> logits (B, K, H, W) at the original image size.
+
+    Equivalent to upsampling to the padded ``image_size`` square, cropping the padding and
+    resizing to ``original_size`` (bilinear, align_corners=False), but the padding is cropped
+    at low resolution first (exactly: every kept output pixel reads the same inputs).
+    """
+    s = low_res.shape[-1]
+    factor = image_size // s
+    rows = min(s, -(-input_size[0] // factor) + 1)
+    cols = min(s, -(-input_size[1] // factor) + 1)
+    x = low_res[..., :rows, :cols]
+    x = F.interpolate(x, size=(rows * factor, cols * factor), mode="bilinear", align_corners=False)
+    x = x[..., : input_size[0], : input_size[1]]
+    if tuple(input_size) != tuple(original_size):
+        x = F.interpolate(x, size=tuple(original_size), mode="bilinear", align_corners=False)
+    return x

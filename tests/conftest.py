@@ -1,0 +1,119 @@
+"""Shared fixtures: seeded random SAM weights in Meta's format, reference models, test images."""
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter a seeded random value, including those the default init zeros.
+
+    Relative-position tables, positional embeddings and norm affine parameters are
+    perturbed too, so parity tests exercise every path.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if name.endswith(("rel_pos_h", "rel_pos_w")):
+                p.copy_(0.2 * noise)
+            elif name.endswith("pos_embed"):
+                p.copy_(0.05 * noise)
+            elif p.ndim == 1 and ("norm" in name or name.endswith(("neck.1.weight", "neck.3.weight"))):
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * noise)
+            elif p.ndim == 1:
+                p.copy_(0.02 * noise)
+            else:
+                fan_in = p[0].numel() if p.ndim > 1 else p.numel()
+                p.copy_(noise / max(fan_in, 1) ** 0.5)
+        for name, b in model.named_buffers():
+            if name.endswith("positional_encoding_gaussian_matrix"):
+                b.copy_(torch.randn(b.shape, generator=gen))
+    return model
+
+
+def build_reference(config) -> torch.nn.Module:
+    """Meta's ``segment_anything`` Sam with the architecture of a samkit SamConfig."""
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    c, g = config, config.embedding_size
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            depth=c.encoder_depth, embed_dim=c.encoder_embed_dim, img_size=c.image_size,
+            mlp_ratio=c.encoder_mlp_ratio, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=c.encoder_num_heads, patch_size=c.patch_size, qkv_bias=True, use_rel_pos=True,
+            global_attn_indexes=list(c.encoder_global_attn_indexes), window_size=c.encoder_window_size,
+            out_chans=c.prompt_embed_dim),
+        prompt_encoder=PromptEncoder(embed_dim=c.prompt_embed_dim, image_embedding_size=(g, g),
+                                     input_image_size=(c.image_size, c.image_size), mask_in_chans=c.mask_in_chans),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=c.num_multimask_outputs,
+            transformer=TwoWayTransformer(depth=c.decoder_depth, embedding_dim=c.prompt_embed_dim,
+                                          mlp_dim=c.decoder_mlp_dim, num_heads=c.decoder_num_heads),
+            transformer_dim=c.prompt_embed_dim, iou_head_depth=c.iou_head_depth,
+            iou_head_hidden_dim=c.iou_head_hidden_dim),
+        pixel_mean=list(c.pixel_mean), pixel_std=list(c.pixel_std),
+    ).eval()
+
+
+def random_state_dict(config, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A seeded random state dict in Meta's checkpoint format for ``config``."""
+    from samkit.modeling import build_sam
+
+    torch.manual_seed(seed)
+    return {k: v.clone() for k, v in randomize_(build_sam(config), seed).state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from samkit.modeling import get_config
+
+    return get_config("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_state_dict(tiny_config):
+    return random_state_dict(tiny_config, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_state_dict):
+    """Path of a tiny random checkpoint saved exactly as Meta saves theirs (a plain state dict)."""
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_random.pth"
+    torch.save(tiny_state_dict, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_config, tiny_state_dict):
+    from samkit.modeling import build_sam
+
+    model = build_sam(tiny_config)
+    model.load_state_dict(tiny_state_dict, strict=True)
+    return model
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+@pytest.fixture(scope="session")
+def images():
+    """Real photos from scikit-image at non-square sizes: {name: (H, W, 3) uint8}."""
+    from skimage import data
+
+    return {
+        "chelsea_300x451": data.chelsea(),
+        "astronaut_700x256": _resize(data.astronaut(), 700, 256),
+    }

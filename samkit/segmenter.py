@@ -212,7 +212,13 @@ class Segmenter:
                 f"mask_input must have shape (N, 1, {low_res}, {low_res}), got {tuple(prompts.mask_inputs.shape)}"
             )
         if prompts.embeddings is not None:
-            raise ValueError("embedding prompts need a model with the embedding prompt path; this model has none")
+            module = getattr(self.model, "embedding_prompt", None)
+            if module is None:
+                raise ValueError("embedding prompts need a model with the embedding prompt path "
+                                 "(trained with samkit.train); this model has none")
+            if prompts.embeddings.shape[1] != module.in_dim:
+                raise ValueError(f"embeddings must have shape (N, {module.in_dim}) for this model, "
+                                 f"got {tuple(prompts.embeddings.shape)}")
 
     def decode(self, embedding: ImageEmbedding, prompts: Prompts, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder: low-res logits (N, K, s, s) and scores (N, K), as tensors."""
@@ -229,6 +235,9 @@ class Segmenter:
         if prompts.mask_inputs is not None:
             mask_t = torch.as_tensor(prompts.mask_inputs, device=device, dtype=dtype)
         sparse, dense = model.prompt_encoder(point_args, box_t, mask_t)
+        if prompts.embeddings is not None:
+            tokens = model.embedding_prompt(torch.as_tensor(prompts.embeddings, device=device))
+            sparse = torch.cat([sparse.expand(len(prompts), -1, -1), tokens.to(sparse.dtype)], dim=1)
         if mask_t is None:
             dense = dense[:1]  # identical for every prompt: lets the decoder share image work
         return model.mask_decoder(embedding.features, model.prompt_encoder.get_dense_pe().to(dtype),

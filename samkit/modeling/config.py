@@ -34,6 +34,9 @@ class SamConfig:
         iou_head_hidden_dim: width of the IoU prediction MLP.
         pixel_mean: per-channel RGB mean on the 0-255 scale.
         pixel_std: per-channel RGB std on the 0-255 scale.
+        embedding_prompt_dim: width of CLIP-style embeddings accepted as prompts; 0 (the paper's
+            released models) means the model has no embedding prompt path.
+        embedding_prompt_hidden_dim: hidden width of that projection (0: prompt_embed_dim).
     """
 
     image_size: int = 1024
@@ -54,6 +57,8 @@ class SamConfig:
     iou_head_hidden_dim: int = 256
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    embedding_prompt_dim: int = 0
+    embedding_prompt_hidden_dim: int = 0
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .config import SamConfig
+from .embedding_prompt import EmbeddingPrompt
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -27,7 +28,7 @@ class Sam(nn.Module):
     def __init__(self, *, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
                  pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53),
                  pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375),
-                 config: SamConfig | None = None) -> None:
+                 config: SamConfig | None = None, embedding_prompt: EmbeddingPrompt | None = None) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
@@ -35,6 +36,8 @@ class Sam(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self.config = config
+        # Optional CLIP-embedding prompt path (absent from Meta's checkpoints).
+        self.embedding_prompt = embedding_prompt
 
     @property
     def device(self) -> torch.device:
@@ -77,5 +80,8 @@ def build_sam(config: SamConfig | None = None, **overrides) -> Sam:
             iou_head_hidden_dim=config.iou_head_hidden_dim,
         ),
         pixel_mean=config.pixel_mean, pixel_std=config.pixel_std, config=config,
+        embedding_prompt=EmbeddingPrompt(config.embedding_prompt_dim, config.prompt_embed_dim,
+                                         config.embedding_prompt_hidden_dim or None)
+        if config.embedding_prompt_dim > 0 else None,
     )
     return model.eval()

@@ -1,0 +1,605 @@
+"""Model weights: known checkpoints, one resolver, safe loading, architecture read from the keys.
+
+:func:`load_model` resolves ``source`` in this order; the first that applies wins:
+
+1. a state dict (a mapping of parameter names to tensors) passed directly;
+2. a path to a checkpoint file: ``.pth``, ``.pt``, ``.bin`` (torch pickles, read with
+   ``weights_only=True``) or ``.safetensors``;
+3. a path to a Hugging Face SAM folder (``config.json`` plus ``model.safetensors`` or
+   ``pytorch_model.bin``, sharded or not, as ``transformers.SamModel.save_pretrained`` writes);
+4. ``"hf-hub:org/name"`` or ``"hf-hub:org/name@revision"``: fetched with ``huggingface_hub``
+   (which honours ``HF_HUB_OFFLINE`` and its own cache);
+5. a known name (``vit_b``, ``vit_l``, ``vit_h``, or the official file name such as
+   ``sam_vit_b_01ec64.pth``): read from the cache folder (``$SAMKIT_CACHE``, default
+   ``~/.cache/samkit``), else downloaded from Meta's URL, checked against its SHA-256 and MD5,
+   then moved into the cache.
+
+Whatever the source, a checkpoint may be wrapped as ``{"model": sd}`` or ``{"state_dict": sd}``
+(other entries, such as optimizer state, are ignored); a prefix shared by *every* key among
+``module.``, ``_orig_mod.``, ``sam.`` and ``model.`` is stripped, repeatedly; keys in
+``transformers``' naming are renamed to Meta's (:mod:`samkit.hf_mapping`).
+
+The architecture is taken from, in order: the ``config=`` argument; a configuration stored with
+the weights (``samkit_config``, written by :func:`save_checkpoint`, or a Hugging Face
+``config.json``); the known name's variant; :func:`infer_config` on the tensor shapes.
+
+Example:
+    >>> from samkit.weights import load_model
+    >>> model = load_model("vit_b", device="cuda", dtype=torch.float16)   # doctest: +SKIP
+    >>> model = load_model("hf-hub:facebook/sam-vit-base")                # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import pickle
+import re
+import tempfile
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple, Union
+
+import torch
+from torch import nn
+
+from samkit.modeling.config import SamConfig, get_config
+
+__all__ = ["CHECKPOINT_SUFFIXES", "CheckpointError", "PRETRAINED_WEIGHTS", "PretrainedWeights", "ResolvedWeights",
+           "STRIPPED_PREFIXES", "WeightsNotFoundError", "cache_dir", "download_weights", "infer_config",
+           "load_model", "load_state_dict_strict", "read_weights", "save_checkpoint", "write_random_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+WeightsSource = Union[Mapping[str, Any], str, os.PathLike]
+Builder = Callable[[SamConfig], nn.Module]
+
+CONFIG_KEY = "samkit_config"
+WRAPPER_KEYS = ("model", "state_dict")
+STRIPPED_PREFIXES = ("module.", "_orig_mod.", "sam.", "model.")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+HF_HUB_PREFIX = "hf-hub:"
+_DOWNLOAD_TIMEOUT_S = 30.0
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable, unsafe, or does not match the architecture."""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """The weights could not be found locally nor fetched."""
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """Where a released checkpoint comes from; its architecture is ``CONFIGS[config_name]``."""
+
+    config_name: str
+    file_name: str
+    url: str
+    sha256: str | None
+    md5: str | None
+    license: str
+    hf_hub_id: str | None = None
+
+
+def _meta(config_name: str, file_name: str, sha256: str, md5: str, hf_hub_id: str) -> PretrainedWeights:
+    return PretrainedWeights(config_name, file_name, f"https://dl.fbaipublicfiles.com/segment_anything/{file_name}",
+                             sha256, md5, "Apache-2.0", hf_hub_id)
+
+
+# Meta publishes no SHA-256 for these files. The values are the ones public download scripts
+# verify against (e.g. micro-sam's util.py, Dockerfiles running `sha256sum -c`); the 6 hex digits
+# in each file name are the start of its MD5, which is checked too.
+PRETRAINED_WEIGHTS: dict[str, PretrainedWeights] = {
+    "vit_b": _meta("vit_b", "sam_vit_b_01ec64.pth",
+                   "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+                   "01ec64d29a2fca3f0661936605ae66f8", "facebook/sam-vit-base"),
+    "vit_l": _meta("vit_l", "sam_vit_l_0b3195.pth",
+                   "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+                   "0b3195507c641ddb6910d2bb5adee89c", "facebook/sam-vit-large"),
+    "vit_h": _meta("vit_h", "sam_vit_h_4b8939.pth",
+                   "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+                   "4b8939a88964f0f4ff5f5b2642c598a6", "facebook/sam-vit-huge"),
+}
+_BY_FILE_NAME = {w.file_name: name for name, w in PRETRAINED_WEIGHTS.items()}
+
+
+class ResolvedWeights(NamedTuple):
+    """Weights in Meta's naming, the architecture stored with them (or None), and where they came from."""
+
+    state_dict: StateDict
+    config: SamConfig | None
+    origin: str
+
+
+def cache_dir() -> Path:
+    """Folder of downloaded checkpoints: ``$SAMKIT_CACHE``, default ``~/.cache/samkit``."""
+    return Path(os.environ.get("SAMKIT_CACHE") or Path.home() / ".cache" / "samkit").expanduser()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model(source: WeightsSource, *, config: SamConfig | str | None = None,
+               device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+               progress: bool = False, builder: Builder | None = None) -> nn.Module:
+    """Build a SAM model and load weights into it, strictly.
+
+    Args:
+        source: state dict, file, Hugging Face folder, ``"hf-hub:org/name"`` or known name
+            (resolution order in the module docstring).
+        config: architecture (or a variant name); overrides anything stored with the weights.
+        device: where to move the model after loading (weights are read on the CPU).
+        dtype: floating dtype to cast floating parameters and buffers to after loading.
+        progress: show a download progress bar (needs ``tqdm``).
+        builder: ``SamConfig -> nn.Module``; default :func:`samkit.modeling.build_sam`.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        WeightsNotFoundError: nothing found at ``source`` and it could not be fetched.
+        CheckpointError: unreadable or unsafe file, or keys/shapes that do not match the architecture.
+    """
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    state_dict, stored_config, origin = read_weights(source, progress=progress)
+    if isinstance(config, str):
+        config = get_config(config)
+    config = config or stored_config or infer_config(state_dict)
+    if builder is None:
+        from samkit.modeling import build_sam as builder
+    model = builder(config)
+    load_state_dict_strict(model, state_dict, origin=origin)
+    model.eval()
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+    logger.info("loaded %s", origin)
+    return model
+
+
+def read_weights(source: WeightsSource, *, progress: bool = False) -> ResolvedWeights:
+    """Resolve ``source`` (see the module docstring) to a Meta-format state dict, without building a model."""
+    if isinstance(source, Mapping):
+        return _normalize(source, origin="the state dict passed in")
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a state dict, a path or a model name, got {type(source).__name__}")
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return _read_file(path)
+    if path.is_dir():
+        return _read_hf_folder(path, origin=str(path))
+    if text.startswith(HF_HUB_PREFIX):
+        return _read_hf_folder(_snapshot_hf_hub(text[len(HF_HUB_PREFIX):]), origin=text)
+    name = _BY_FILE_NAME.get(text, text)
+    if name in PRETRAINED_WEIGHTS:
+        state_dict, stored, origin = _read_file(download_weights(name, progress=progress))
+        return ResolvedWeights(state_dict, stored or get_config(PRETRAINED_WEIGHTS[name].config_name), origin)
+    raise WeightsNotFoundError(
+        f"cannot load weights from {text!r}: no file or folder exists at {path.absolute()}, and it is neither "
+        f"'hf-hub:org/name' nor a known model; expected a path or one of {sorted(PRETRAINED_WEIGHTS)}")
+
+
+def _read_file(path: Path) -> ResolvedWeights:
+    suffix = path.suffix.lower()
+    if suffix not in CHECKPOINT_SUFFIXES:
+        raise CheckpointError(f"unsupported checkpoint file {path}: expected a suffix in {list(CHECKPOINT_SUFFIXES)}, "
+                              f"got {suffix!r}")
+    if suffix == ".safetensors":
+        tensors, metadata = _read_safetensors(path)
+        resolved = _normalize(tensors, origin=str(path))
+        stored = metadata.get(CONFIG_KEY)
+        if stored is not None and resolved.config is None:
+            return resolved._replace(config=_stored_config(stored, str(path)))
+        return resolved
+    return _normalize(_read_torch(path), origin=str(path))
+
+
+def _read_torch(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = re.search(r"GLOBAL (\S+)", str(error))
+        if unsafe:
+            raise CheckpointError(
+                f"refused to load {path}: it holds a pickled Python object ({unsafe.group(1)}) that could run code "
+                "when unpickled; expected only tensors and plain containers (torch.load weights_only=True). If you "
+                "trust the file, load it yourself and pass its state dict.") from error
+        raise CheckpointError(f"cannot read {path}: not a valid torch checkpoint (corrupt or truncated?)") from error
+    except Exception as error:  # torch raises RuntimeError, EOFError, KeyError... on damaged files
+        raise CheckpointError(f"cannot read {path}: not a valid torch checkpoint (corrupt or truncated?): "
+                              f"{type(error).__name__}: {str(error)[:200]}") from error
+
+
+def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
+    try:
+        from safetensors import safe_open
+    except ImportError as error:
+        raise ImportError("reading .safetensors needs the safetensors package: pip install samkit[transformers]"
+                          ) from error
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+    except Exception as error:  # safetensors raises its own SafetensorError on damaged files
+        raise CheckpointError(f"cannot read {path}: not a valid safetensors file (corrupt or truncated?): "
+                              f"{str(error)[:200]}") from error
+
+
+def _stored_config(value: Any, origin: str) -> SamConfig:
+    """A config stored as a dict (torch checkpoints) or as JSON text (safetensors metadata)."""
+    try:
+        return SamConfig.from_dict(dict(json.loads(value) if isinstance(value, str) else value))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{origin}: invalid stored {CONFIG_KEY}: {error}") from error
+
+
+def _normalize(obj: Any, *, origin: str) -> ResolvedWeights:
+    """Unwrap, strip shared prefixes, rename Hugging Face keys; check every value is a tensor."""
+    config = None
+    for _ in range(4):
+        if not isinstance(obj, Mapping):
+            raise CheckpointError(f"{origin}: expected a mapping of parameter names to tensors, "
+                                  f"got {type(obj).__name__}")
+        if CONFIG_KEY in obj and config is None:
+            config = _stored_config(obj[CONFIG_KEY], origin)
+        wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if wrapper is None:
+            break
+        logger.debug("%s: using the %r entry of the checkpoint", origin, wrapper)
+        obj = obj[wrapper]
+    state_dict = {k: v for k, v in obj.items() if k != CONFIG_KEY}
+    bad = [f"{k} ({type(v).__name__})" for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    if bad or not all(isinstance(k, str) for k in state_dict):
+        raise CheckpointError(f"{origin}: expected parameter names mapped to tensors, got non-tensor entries "
+                              f"{bad[:5] or 'with non-string keys'}")
+    if not state_dict:
+        raise CheckpointError(f"{origin}: the checkpoint holds no tensors")
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in STRIPPED_PREFIXES:
+            if all(k.startswith(prefix) for k in state_dict):
+                state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+                logger.info("%s: stripped the key prefix %r", origin, prefix)
+                stripped = True
+    from samkit import hf_mapping
+
+    if hf_mapping.is_hf_state_dict(state_dict):
+        try:
+            state_dict = hf_mapping.hf_to_meta_state_dict(state_dict)
+        except ValueError as error:
+            raise CheckpointError(f"{origin}: {error}") from error
+    return ResolvedWeights(state_dict, config, origin)
+
+
+def _hf_weight_files(folder: Path) -> list[Path] | None:
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (folder / single).is_file():
+            return [folder / single]
+        if (folder / index).is_file():
+            weight_map = json.loads((folder / index).read_text()).get("weight_map")
+            if not isinstance(weight_map, Mapping):
+                raise CheckpointError(f"{folder / index}: expected a 'weight_map' of parameter names to shard files")
+            return [folder / name for name in sorted(set(weight_map.values()))]
+    return None
+
+
+def _read_hf_folder(folder: Path, *, origin: str) -> ResolvedWeights:
+    from samkit import hf_mapping
+
+    files = _hf_weight_files(folder)
+    config_file = folder / "config.json"
+    if files is None or not config_file.is_file():
+        found = sorted(p.name for p in folder.iterdir())[:12]
+        raise CheckpointError(f"{origin} is not a Hugging Face SAM folder: expected config.json and model.safetensors "
+                              f"or pytorch_model.bin, found {found}")
+    try:
+        config = hf_mapping.sam_config_from_hf(json.loads(config_file.read_text()))
+    except (ValueError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{config_file}: {error}") from error
+    tensors: dict[str, Any] = {}
+    for file in files:
+        shard = _read_safetensors(file)[0] if file.suffix == ".safetensors" else _read_torch(file)
+        if not isinstance(shard, Mapping):
+            raise CheckpointError(f"{file}: expected a mapping of parameter names to tensors, "
+                                  f"got {type(shard).__name__}")
+        tensors.update(shard)
+    return _normalize(tensors, origin=origin)._replace(config=config)
+
+
+def _snapshot_hf_hub(spec: str) -> Path:
+    repo_id, _, revision = spec.partition("@")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        raise ValueError(f"expected '{HF_HUB_PREFIX}org/name' or '{HF_HUB_PREFIX}org/name@revision', "
+                         f"got {HF_HUB_PREFIX + spec!r}")
+    try:
+        import huggingface_hub
+        from huggingface_hub.errors import EntryNotFoundError
+    except ImportError as error:
+        raise ImportError(f"loading '{HF_HUB_PREFIX}' weights needs huggingface_hub: pip install samkit[transformers]"
+                          ) from error
+
+    def fetch(*patterns: str) -> Path:
+        return Path(huggingface_hub.snapshot_download(repo_id, revision=revision or None, library_name="samkit",
+                                                      allow_patterns=["config.json", *patterns]))
+
+    try:
+        folder = fetch("model.safetensors", "model.safetensors.index.json", "model-*.safetensors")
+        if _hf_weight_files(folder) is None:
+            folder = fetch("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin")
+    except (OSError, ValueError, EntryNotFoundError) as error:
+        offline = huggingface_hub.constants.is_offline_mode()
+        raise WeightsNotFoundError(
+            f"cannot fetch Hugging Face repo {repo_id!r} (offline mode {'on' if offline else 'off'}): "
+            f"{str(error).rstrip('.')}. "
+            f"On a connected machine run `hf download {repo_id}` (it fills the cache used offline), or pass the "
+            "path of a local SAM folder") from error
+    return folder
+
+
+# --------------------------------------------------------------------------- architecture
+
+
+def _block_indexes(keys: list[str], pattern: str) -> list[int]:
+    return sorted({int(m.group(1)) for k in keys if (m := re.match(pattern, k))})
+
+
+def infer_config(state_dict: Mapping[str, Any], **overrides: Any) -> SamConfig:
+    """Read a :class:`SamConfig` from the keys and shapes of a Meta-format state dict.
+
+    Every size comes from a tensor shape; file names never matter. ViT heads come from the
+    relative-position tables, ``(2 * side - 1, head_dim)``: blocks whose side is the embedding grid
+    attend globally, the others use windows of that side. The decoder's head count is in no
+    shape: SAM's 8 is assumed (a warning is logged when the decoder is not SAM's 256 wide).
+
+    Args:
+        state_dict: parameter name -> tensor (wrapped, prefixed or Hugging Face keys are accepted).
+        overrides: SamConfig fields that replace the inferred ones, e.g. ``decoder_num_heads=4``.
+
+    Raises:
+        CheckpointError: a key SAM needs is missing or shapes are inconsistent.
+
+    Example:
+        >>> infer_config(torch.load("sam_vit_b_01ec64.pth", weights_only=True)) == get_config("vit_b")  # doctest: +SKIP
+        True
+    """
+    found = _infer_fields(_normalize(state_dict, origin="infer_config").state_dict)
+    if found["prompt_embed_dim"] != 256 and "decoder_num_heads" not in overrides:
+        logger.warning("decoder head count is not stored in the weights; assuming %d for width %d (pass config= "
+                       "or save with save_checkpoint, which stores the config)", found["decoder_num_heads"],
+                       found["prompt_embed_dim"])
+    return SamConfig(**dict(found, **overrides))
+
+
+def _infer_fields(sd: Mapping[str, Any]) -> dict[str, Any]:
+    keys = list(sd)
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in sd:
+            raise CheckpointError(f"not a SAM state dict: expected key {key!r}, got keys like {keys[:5]}")
+        return tuple(sd[key].shape)
+
+    embed_dim, _, patch_size, _ = shape("image_encoder.patch_embed.proj.weight")
+    grid = shape("image_encoder.pos_embed")[1]
+    depth = len(_block_indexes(keys, r"image_encoder\.blocks\.(\d+)\."))
+    global_blocks, windows, head_dims = [], set(), set()
+    for i in range(depth):
+        length, head_dim = shape(f"image_encoder.blocks.{i}.attn.rel_pos_h")
+        head_dims.add(head_dim)
+        if length == 2 * grid - 1:
+            global_blocks.append(i)
+        else:
+            windows.add((length + 1) // 2)
+    if len(windows) > 1 or len(head_dims) != 1 or embed_dim % next(iter(head_dims)):
+        raise CheckpointError(f"inconsistent ViT blocks: window sides {sorted(windows)}, head widths "
+                              f"{sorted(head_dims)} for width {embed_dim}; expected one of each")
+    width = shape("image_encoder.neck.0.weight")[0]
+    return dict(
+        image_size=grid * patch_size, patch_size=patch_size, encoder_embed_dim=embed_dim, encoder_depth=depth,
+        encoder_num_heads=embed_dim // head_dims.pop(), encoder_global_attn_indexes=tuple(global_blocks),
+        encoder_window_size=windows.pop() if windows else SamConfig.encoder_window_size,
+        encoder_mlp_ratio=shape("image_encoder.blocks.0.mlp.lin1.weight")[0] / embed_dim,
+        prompt_embed_dim=width, mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
+        decoder_depth=len(_block_indexes(keys, r"mask_decoder\.transformer\.layers\.(\d+)\.")),
+        decoder_num_heads=8 if (width // 2) % 8 == 0 else max(h for h in range(1, 9) if (width // 2) % h == 0),
+        decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+        num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
+        iou_head_depth=len(_block_indexes(keys, r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.")),
+        iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+    )
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
+                           origin: str = "checkpoint") -> None:
+    """Copy ``state_dict`` into ``model``, or raise listing missing/unexpected keys and shape mismatches."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [f"{k}: expected {tuple(v.shape)}, got {tuple(state_dict[k].shape)}"
+                  for k, v in expected.items() if k in state_dict and v.shape != state_dict[k].shape]
+    if missing or unexpected or mismatched:
+        def listing(title: str, items: list[str]) -> str:
+            more = f" ... and {len(items) - 20} more" if len(items) > 20 else ""
+            return f"\n  {title} ({len(items)}): {', '.join(items[:20])}{more}" if items else ""
+
+        config = getattr(model, "config", None)
+        raise CheckpointError(
+            f"{origin} does not match the architecture{f' {config}' if config else ''}; pass config= matching "
+            "the weights (or none, to infer it)" + listing("missing keys", missing)
+            + listing("unexpected keys", unexpected) + listing("shape mismatches", mismatched))
+    model.load_state_dict(state_dict, strict=True)
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_checkpoint(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike, *,
+                    config: SamConfig | None = None, store_config: bool | None = None) -> Path:
+    """Write Meta-format weights to ``.pth``/``.pt``/``.bin`` (torch.save) or ``.safetensors``.
+
+    Args:
+        model: a SAM model (or its state dict).
+        path: destination; written to a temporary file then renamed.
+        config: architecture to store; default ``model.config``.
+        store_config: store ``config`` with the weights (``.pth``: ``{"model": sd, "samkit_config": {...}}``;
+            ``.safetensors``: metadata, the tensors stay a plain Meta state dict). Default: only when
+            :func:`infer_config` would not give ``config`` back, so official-shaped models stay plain
+            Meta state dicts that ``segment_anything`` can load.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise ValueError(f"path must end in one of {list(CHECKPOINT_SUFFIXES)}, got {path.name!r}")
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    state_dict = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    config = config or getattr(model, "config", None)
+    if store_config is None:
+        store_config = config is not None and _quiet_infer(state_dict) != config
+    if store_config and config is None:
+        raise ValueError("store_config=True needs a config: pass config= or a model with a .config")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(handle)
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import save_file
+
+            metadata = {CONFIG_KEY: json.dumps(config.to_dict())} if store_config else None
+            save_file(state_dict, partial, metadata=metadata)
+        else:
+            torch.save({"model": state_dict, CONFIG_KEY: config.to_dict()} if store_config else state_dict, partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return path
+
+
+def _quiet_infer(state_dict: StateDict) -> SamConfig | None:
+    try:
+        return SamConfig(**_infer_fields(state_dict))
+    except (CheckpointError, ValueError):
+        return None
+
+
+def write_random_checkpoint(path: str | os.PathLike, config: SamConfig | str = "tiny", *, seed: int = 0,
+                            builder: Builder | None = None) -> nn.Module:
+    """Write a seeded random SAM checkpoint in Meta's format (for tests; no download needed).
+
+    Every floating tensor gets seeded noise on top of its initialisation, so zero-initialised
+    tables (positional embeddings) differ too. The global RNG state is left untouched.
+
+    Returns:
+        The model whose weights were written.
+    """
+    config = get_config(config) if isinstance(config, str) else config
+    if builder is None:
+        from samkit.modeling import build_sam as builder
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = builder(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.02 * torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype))
+    save_checkpoint(model, path, config=config)
+    return model
+
+
+# --------------------------------------------------------------------------- download
+
+
+def download_weights(name: str, *, progress: bool = False) -> Path:
+    """Path of a known checkpoint in :func:`cache_dir`, downloading and verifying it if absent.
+
+    The download streams to a temporary file next to the target, is checked against the
+    registry's SHA-256 and MD5, then renamed into place (atomic on one filesystem).
+    """
+    if name not in PRETRAINED_WEIGHTS:
+        raise ValueError(f"unknown checkpoint {name!r}; expected one of {sorted(PRETRAINED_WEIGHTS)}")
+    weights = PRETRAINED_WEIGHTS[name]
+    target = cache_dir() / weights.file_name
+    if target.is_file():
+        logger.debug("using cached %s", target)
+        return target
+    hint = (f"Download it by hand from {weights.url} and put it at {target} (set SAMKIT_CACHE to use another "
+            "folder), or pass the file's path to load_model.")
+    logger.info("downloading %s to %s", weights.url, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{weights.file_name}.", suffix=".partial")
+    except OSError as error:
+        raise WeightsNotFoundError(f"cannot write to the cache folder {target.parent}: {error}. {hint}") from error
+    try:
+        with os.fdopen(handle, "wb") as file:
+            writer = _HashingWriter(file)
+            try:
+                _fetch(weights.url, writer, progress=progress)
+            except (OSError, http.client.HTTPException) as error:
+                raise WeightsNotFoundError(f"cannot download {weights.file_name} from {weights.url} ({error}). "
+                                           f"{hint}") from error
+        for algorithm, expected in (("SHA-256", weights.sha256), ("MD5", weights.md5)):
+            got = writer.hexdigest(algorithm)
+            if expected is None:
+                logger.warning("no %s known for %s; the download is not verified", algorithm, weights.file_name)
+            elif got != expected:
+                raise CheckpointError(f"{algorithm} of the file downloaded from {weights.url} is {got}, expected "
+                                      f"{expected}; it was discarded. Retry, or: {hint}")
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return target
+
+
+class _HashingWriter:
+    """File wrapper that hashes what is written through it."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._hashes = {"SHA-256": hashlib.sha256(), "MD5": hashlib.md5()}
+
+    def write(self, data: bytes) -> int:
+        for digest in self._hashes.values():
+            digest.update(data)
+        return self._file.write(data)
+
+    def hexdigest(self, algorithm: str) -> str:
+        return self._hashes[algorithm].hexdigest()
+
+
+def _fetch(url: str, destination: Any, *, progress: bool) -> None:
+    """Stream ``url`` into ``destination`` (has ``write``); raises OSError on network failure."""
+    request = urllib.request.Request(url, headers={"User-Agent": "samkit"})
+    with urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+        total = int(response.headers.get("Content-Length") or 0)
+        bar = _progress_bar(total, url.rsplit("/", 1)[-1]) if progress else None
+        written = 0
+        try:
+            while chunk := response.read(1 << 20):
+                destination.write(chunk)
+                written += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+    if total and written != total:
+        raise OSError(f"connection closed after {written} of {total} bytes")
+
+
+def _progress_bar(total: int, description: str) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        logger.warning("progress=True needs tqdm (pip install tqdm); downloading without a progress bar")
+        return None
+    return tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024, desc=description)

@@ -65,6 +65,23 @@ def compare(out, ref_full, ref_iou, ref_low, report):
     assert not np.any(differ & ~near), report
 
 
+def reference_inputs(kw):
+    """Segmenter keyword prompts -> reference inputs with a leading N axis (points repeated per box)."""
+    ref_kw = {}
+    n = len(np.atleast_2d(kw["boxes"])) if "boxes" in kw else None
+    if "points" in kw:
+        pts = np.asarray(kw["points"], np.float64)
+        lab = np.asarray(kw["labels"])
+        if pts.ndim == 2:
+            pts, lab = pts[None], lab[None]
+        n = n or pts.shape[0]
+        ref_kw["points"] = np.repeat(pts, n // pts.shape[0], 0)
+        ref_kw["labels"] = np.repeat(lab, n // lab.shape[0], 0)
+    if "boxes" in kw:
+        ref_kw["boxes"] = np.atleast_2d(kw["boxes"])
+    return ref_kw
+
+
 def _cases(h, w):
     rng = np.random.default_rng(h * 1000 + w)
     pts3 = np.stack([rng.uniform(0, w, 3), rng.uniform(0, h, 3)], -1)
@@ -105,18 +122,7 @@ def test_tiny_parity(tiny_pair, images, image_name, case, multimask):
     kw = _cases(h, w)[case]
     out = seg.segment(emb, multimask=multimask, **kw)
 
-    # reference inputs with a leading N axis
-    ref_kw = {}
-    if "points" in kw:
-        pts = np.asarray(kw["points"], np.float64)
-        lab = np.asarray(kw["labels"])
-        if pts.ndim == 2:
-            pts, lab = pts[None], lab[None]
-        n = len(np.atleast_2d(kw["boxes"])) if "boxes" in kw else pts.shape[0]
-        ref_kw["points"] = np.repeat(pts, n // pts.shape[0], 0)
-        ref_kw["labels"] = np.repeat(lab, n // lab.shape[0], 0)
-    if "boxes" in kw:
-        ref_kw["boxes"] = np.atleast_2d(kw["boxes"])
+    ref_kw = reference_inputs(kw)
     full, iou, low = reference_predict(predictor, multimask=multimask, **ref_kw)
     report = {"embedding": d_embed}
     compare(out, full, iou, low, report)
@@ -186,3 +192,26 @@ def test_vit_b_full_size_parity(images):
     report = {"embedding": d_embed}
     compare(out, full, iou, low, report)
     print("vit_b parity", report)
+
+
+@pytest.mark.parametrize("absorb", [True, False])
+@pytest.mark.parametrize("case", ["several_point_prompts", "box_and_points", "several_boxes"])
+def test_plain_and_absorbed_decoder_paths(tiny_pair, images, absorb, case):
+    """Both transformer passes (absorbed projections, the default, and the plain one) match the reference."""
+    from segment_anything import SamPredictor
+
+    ref, ours = tiny_pair
+    image = images["chelsea_300x451"]
+    h, w = image.shape[:2]
+    predictor = SamPredictor(ref)
+    predictor.set_image(image)
+    ours.mask_decoder.transformer.absorb_projections = absorb
+    try:
+        seg = samkit.Segmenter(ours)
+        kw = _cases(h, w)[case]
+        out = seg.segment(seg.encode(image), **kw)
+    finally:
+        ours.mask_decoder.transformer.absorb_projections = True
+    ref_kw = reference_inputs(kw)
+    full, iou, low = reference_predict(predictor, **ref_kw)
+    compare(out, full, iou, low, {})

@@ -74,14 +74,14 @@ class MaskDecoder(nn.Module):
         tokens = torch.cat([output_tokens, sparse_prompt_embeddings], dim=1)
 
         src = image_embeddings + dense_prompt_embeddings
-        shared = src.shape[0] == 1 and b > 1
         if src.shape[0] not in (1, b):
             raise ValueError(f"image embeddings batch must be 1 or {b}, got {src.shape[0]}")
-        hs, keys = self.transformer(src, image_pe, tokens, image_shared=shared)
+        hs, keys = self.transformer(src, image_pe, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens, :]
 
         c, h, w = src.shape[1:]
+        keys = keys.expand(b, -1, -1)
         upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
         index = range(self.num_mask_tokens)[outputs] if outputs is not None else range(self.num_mask_tokens)
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in index], dim=1)

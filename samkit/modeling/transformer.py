@@ -61,18 +61,8 @@ class TwoWayAttentionBlock(nn.Module):
         self.skip_first_layer_pe = skip_first_layer_pe
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-                key_pe: torch.Tensor, *, shared_image_projections: tuple[torch.Tensor, ...] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One block.
-
-        Args:
-            queries: (B, Nt, C) prompt tokens.
-            keys: (B, Ni, C) image tokens.
-            query_pe: (B, Nt, C) positional encoding of the tokens.
-            key_pe: (B or 1, Ni, C) positional encoding of the image tokens.
-            shared_image_projections: optional precomputed ``(k, v, q)`` projections of the image
-                tokens, (1, Ni, internal) each, for when ``keys`` is identical for every prompt.
-        """
+                key_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One block on (B, Nt, C) tokens and (B, Ni, C) image tokens with their encodings."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -80,31 +70,13 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        cross = self.cross_attn_token_to_image
-        if shared_image_projections is not None:
-            k_img, v_img, q_img = shared_image_projections
-            b = queries.shape[0]
-            attn = cross.attend(cross.q_proj(queries + query_pe), k_img.expand(b, -1, -1), v_img.expand(b, -1, -1))
-        else:
-            attn = cross(queries + query_pe, keys + key_pe, keys)
-        queries = self.norm2(queries + attn)
+        q, k = queries + query_pe, keys + key_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
         queries = self.norm3(queries + self.mlp(queries))
 
-        q = queries + query_pe
-        back = self.cross_attn_image_to_token
-        if shared_image_projections is not None:
-            b = queries.shape[0]
-            attn = back.attend(q_img.expand(b, -1, -1), back.k_proj(q), back.v_proj(queries))
-        else:
-            attn = back(keys + key_pe, q, queries)
-        keys = self.norm4(keys + attn)
+        q, k = queries + query_pe, keys + key_pe
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
         return queries, keys
-
-    def image_projections(self, keys: torch.Tensor, key_pe: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Projections of the image tokens that do not depend on the prompt (for sharing)."""
-        cross, back = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        with_pe = keys + key_pe
-        return cross.k_proj(with_pe), cross.v_proj(keys), back.q_proj(with_pe)
 
 
 class TwoWayTransformer(nn.Module):
@@ -122,30 +94,33 @@ class TwoWayTransformer(nn.Module):
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
+        self.absorb_projections = True
 
-    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor,
-                *, image_shared: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
+                point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the transformer.
 
         Args:
-            image_embedding: (B, C, H, W) image tokens, or (1, C, H, W) when ``image_shared``.
+            image_embedding: (1 or B, C, H, W) image tokens; batch 1 is shared by all prompts.
             image_pe: (1, C, H, W) positional encoding.
             point_embedding: (B, Nt, C) prompt tokens.
-            image_shared: the image tokens are the same for every prompt; the prompt-independent
-                projections of the first block are then computed once instead of B times.
 
         Returns:
             tokens (B, Nt, C) and image tokens (B, H*W, C).
+
+        With ``absorb_projections`` (the default) the algebraically equivalent, faster pass of
+        :mod:`samkit.modeling.fast_decoder` runs; set it to False for this plain one.
         """
-        keys = image_embedding.flatten(2).transpose(1, 2)
+        if self.absorb_projections:
+            from .fast_decoder import two_way_forward
+
+            return two_way_forward(self, image_embedding, image_pe, point_embedding)
+        b = point_embedding.shape[0]
+        keys = image_embedding.flatten(2).transpose(1, 2).expand(b, -1, -1)
         key_pe = image_pe.flatten(2).transpose(1, 2)
         queries = point_embedding
-        shared = None
-        if image_shared and self.layers:
-            shared = self.layers[0].image_projections(keys, key_pe)
-        for i, layer in enumerate(self.layers):
-            queries, keys = layer(queries, keys, point_embedding, key_pe,
-                                  shared_image_projections=shared if i == 0 else None)
+        for layer in self.layers:
+            queries, keys = layer(queries, keys, point_embedding, key_pe)
         attn = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
         queries = self.norm_final_attn(queries + attn)
         return queries, keys

@@ -62,10 +62,12 @@ class Segmenter:
         device: where to run; defaults to the model's device. The model is moved there.
         cache_size: how many image embeddings to keep (least recently used dropped); 0 disables.
         prompt_batch_size: prompts decoded per decoder call (bounds memory; results are identical).
+        compile: run the image encoder through ``torch.compile`` (opt-in; the first call is slow
+            while it compiles; falls back to eager with a warning if compilation fails).
     """
 
     def __init__(self, model: torch.nn.Module, *, device: str | torch.device | None = None, cache_size: int = 4,
-                 prompt_batch_size: int = 64) -> None:
+                 prompt_batch_size: int = 64, compile: bool = False) -> None:
         if not hasattr(model, "image_encoder") or not hasattr(model, "mask_decoder"):
             raise TypeError(f"model must be a SAM model (samkit.load_model), got {type(model).__name__}")
         if cache_size < 0 or prompt_batch_size < 1:
@@ -77,6 +79,10 @@ class Segmenter:
         self.prompt_batch_size = prompt_batch_size
         self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
         self._last: ImageEmbedding | None = None
+        self._dense_pe: torch.Tensor | None = None
+        self._encoder = self.model.image_encoder
+        if compile:
+            self._encoder = compile_encoder(self.model.image_encoder)
 
     # -- slow step ------------------------------------------------------------------------------
     @property
@@ -127,7 +133,7 @@ class Segmenter:
         for start in range(0, len(todo), batch_size):
             idx = todo[start:start + batch_size]
             x = torch.cat([prepared[i][0] for i in idx])
-            features = self.model.image_encoder(x)
+            features = self._encoder(x)
             for j, i in enumerate(idx):
                 _, orig, inp, key = prepared[i]
                 emb = ImageEmbedding(features[j:j + 1].clone(), tuple(orig), tuple(inp), key)
@@ -161,7 +167,8 @@ class Segmenter:
     @torch.inference_mode()
     def segment(self, embedding: ImageEmbedding | None = None, *, points: Any = None, labels: Any = None,
                 boxes: Any = None, mask_input: Any = None, prompts: Prompts | None = None, multimask: bool = True,
-                meta: Sequence[dict] | dict | None = None, return_logits: bool = True) -> Segmentation:
+                meta: Sequence[dict] | dict | None = None, return_logits: bool = True,
+                best_only: bool = False) -> Segmentation:
         """Predict masks for one image embedding and N prompts in one call.
 
         Args:
@@ -177,6 +184,8 @@ class Segmenter:
                 ``predict``) or the single-mask output.
             meta: per-prompt metadata (one dict per prompt) carried into the result.
             return_logits: keep the low-res logits in the result.
+            best_only: keep only the highest-scoring of the K outputs per prompt (K = 1 in the
+                result, meta ``output_index`` says which); only that mask is upsampled.
 
         Returns:
             :class:`Segmentation` with masks (N, K, H, W) bool, scores (N, K), logits
@@ -199,9 +208,9 @@ class Segmenter:
             raise TypeError(f"embedding must be an ImageEmbedding from encode(), got {type(embedding).__name__}")
         num_outputs = self.model.mask_decoder.num_multimask_outputs if multimask else 1
         if len(prompts) == 0:
-            return Segmentation.empty(embedding.original_size, num_outputs=num_outputs)
+            return Segmentation.empty(embedding.original_size, num_outputs=1 if best_only else num_outputs)
         self._check_prompts(prompts)
-        results = [self._segment_chunk(embedding, chunk, multimask, return_logits)
+        results = [self._segment_chunk(embedding, chunk, multimask, return_logits, best_only)
                    for chunk in prompts.chunks(self.prompt_batch_size)]
         return results[0] if len(results) == 1 else Segmentation.concat(results)
 
@@ -222,7 +231,8 @@ class Segmenter:
 
     def decode(self, embedding: ImageEmbedding, prompts: Prompts, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder: low-res logits (N, K, s, s) and scores (N, K), as tensors."""
-        model, device, dtype = self.model, self.device, self.dtype
+        model, device = self.model, self.device
+        dtype = model.mask_decoder.iou_token.weight.dtype  # may differ from the encoder's (see load_model)
         cmap = embedding.coordinate_map
         point_args = None
         if prompts.points is not None:
@@ -240,12 +250,21 @@ class Segmenter:
             sparse = torch.cat([sparse.expand(len(prompts), -1, -1), tokens.to(sparse.dtype)], dim=1)
         if mask_t is None:
             dense = dense[:1]  # identical for every prompt: lets the decoder share image work
-        return model.mask_decoder(embedding.features, model.prompt_encoder.get_dense_pe().to(dtype),
-                                  sparse.to(dtype), dense.to(dtype), multimask)
+        if self._dense_pe is None or self._dense_pe.device != device or self._dense_pe.dtype != dtype:
+            self._dense_pe = model.prompt_encoder.get_dense_pe().to(dtype)  # prompt-independent: once
+        return model.mask_decoder(embedding.features.to(dtype), self._dense_pe, sparse.to(dtype), dense.to(dtype),
+                                  multimask)
 
     def _segment_chunk(self, embedding: ImageEmbedding, prompts: Prompts, multimask: bool,
-                       return_logits: bool) -> Segmentation:
+                       return_logits: bool, best_only: bool) -> Segmentation:
         low_res, scores = self.decode(embedding, prompts, multimask)
+        meta = [dict(m) for m in prompts.meta]
+        if best_only:
+            best = scores.argmax(dim=1)
+            rows = torch.arange(len(best), device=best.device)
+            low_res, scores = low_res[rows, best][:, None], scores[rows, best][:, None]
+            for m, index in zip(meta, best.tolist()):
+                m["output_index"] = index
         full = upscale_masks(low_res.float(), input_size=embedding.input_size,
                              original_size=embedding.original_size, image_size=self.image_size)
         masks = (full > self.model.mask_threshold).cpu().numpy()
@@ -253,5 +272,37 @@ class Segmenter:
             masks=masks,
             scores=scores.float().cpu().numpy(),
             logits=low_res.float().cpu().numpy() if return_logits else None,
-            meta=[dict(m) for m in prompts.meta],
+            meta=meta,
         )
+
+
+class _CompiledEncoder:
+    """Calls ``torch.compile(encoder)``; on a compilation error warns once and runs eagerly."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        self.eager = encoder
+        self.compiled: Any = None
+        try:
+            self.compiled = torch.compile(encoder, dynamic=False)
+        except Exception as exc:  # unsupported platform or Python
+            self._give_up(exc)
+
+    def _give_up(self, exc: Exception) -> None:
+        import warnings
+
+        warnings.warn(f"torch.compile unavailable ({type(exc).__name__}: {exc}); the encoder runs eagerly",
+                      RuntimeWarning, stacklevel=4)
+        self.compiled = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(x)
+            except Exception as exc:  # no C++ toolchain, unsupported op, ...
+                self._give_up(exc)
+        return self.eager(x)
+
+
+def compile_encoder(encoder: torch.nn.Module) -> Any:
+    """Wrap the image encoder in ``torch.compile`` with an eager fallback (see :class:`Segmenter`)."""
+    return _CompiledEncoder(encoder)

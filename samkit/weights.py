@@ -136,7 +136,8 @@ def load_model(source: WeightsSource, *, config: SamConfig | str | None = None,
             (resolution order in the module docstring).
         config: architecture (or a variant name); overrides anything stored with the weights.
         device: where to move the model after loading (weights are read on the CPU).
-        dtype: floating dtype to cast floating parameters and buffers to after loading.
+        dtype: floating dtype (or ``"fp32"``, ``"bf16"``, ``"fp16"``) for the image encoder, where
+            nearly all compute is; the prompt encoder and mask decoder stay float32.
         progress: show a download progress bar (needs ``tqdm``).
         builder: ``SamConfig -> nn.Module``; default :func:`samkit.modeling.build_sam`.
 
@@ -147,6 +148,10 @@ def load_model(source: WeightsSource, *, config: SamConfig | str | None = None,
         WeightsNotFoundError: nothing found at ``source`` and it could not be fetched.
         CheckpointError: unreadable or unsafe file, or keys/shapes that do not match the architecture.
     """
+    if isinstance(dtype, str):
+        from samkit.precision import parse_dtype
+
+        dtype = parse_dtype(dtype)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     state_dict, stored_config, origin = read_weights(source, progress=progress)
@@ -159,7 +164,14 @@ def load_model(source: WeightsSource, *, config: SamConfig | str | None = None,
     load_state_dict_strict(model, state_dict, origin=origin)
     model.eval()
     if device is not None or dtype is not None:
-        model.to(device=device, dtype=dtype)
+        from samkit.precision import check_precision
+
+        check_precision(dtype, device)
+        model.to(device=device)
+        if dtype is not None:
+            # Reduced precision where the compute is: the image encoder. The prompt encoder and
+            # mask decoder stay float32 (cheap, and thresholded logits are sensitive to rounding).
+            model.image_encoder.to(dtype=dtype)
     logger.info("loaded %s", origin)
     return model
 

@@ -346,8 +346,9 @@ def test_builder_and_dtype(tiny):
     path, expected = tiny
     reference = load_model(path, builder=build_reference)
     assert_same_weights(reference, expected)
-    half = load_model(path, dtype=torch.float16, device="cpu")
-    assert {p.dtype for p in half.parameters()} == {torch.float16}
+    half = load_model(path, dtype=torch.bfloat16, device="cpu")
+    assert {p.dtype for p in half.image_encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in half.mask_decoder.parameters()} == {torch.float32}
     with pytest.raises(ValueError, match="dtype must be a floating torch.dtype, got torch.int8"):
         load_model(path, dtype=torch.int8)
 

@@ -18,7 +18,7 @@ import torch
 
 from .prompts import Prompts
 from .results import Segmentation
-from .transforms import CoordinateMap, normalize_and_pad, resize_longest_side, to_rgb_uint8, upscale_masks
+from .transforms import CoordinateMap, normalize_and_pad, resize_longest_side, to_rgb_uint8, upscale_masks_binary
 
 logger = logging.getLogger(__name__)
 
@@ -265,9 +265,9 @@ class Segmenter:
             low_res, scores = low_res[rows, best][:, None], scores[rows, best][:, None]
             for m, index in zip(meta, best.tolist()):
                 m["output_index"] = index
-        full = upscale_masks(low_res.float(), input_size=embedding.input_size,
-                             original_size=embedding.original_size, image_size=self.image_size)
-        masks = (full > self.model.mask_threshold).cpu().numpy()
+        masks = upscale_masks_binary(low_res.float(), input_size=embedding.input_size,
+                                     original_size=embedding.original_size, image_size=self.image_size,
+                                     threshold=self.model.mask_threshold).cpu().numpy()
         return Segmentation(
             masks=masks,
             scores=scores.float().cpu().numpy(),

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "to_rgb_uint8", "load_image", "preprocess_shape", "resize_longest_side", "normalize_and_pad",
-    "CoordinateMap", "upscale_masks",
+    "CoordinateMap", "upscale_masks", "upscale_masks_binary",
 ]
 
 
@@ -195,3 +195,20 @@ def upscale_masks(low_res: torch.Tensor, *, input_size: tuple[int, int], origina
     if tuple(input_size) != tuple(original_size):
         x = F.interpolate(x, size=tuple(original_size), mode="bilinear", align_corners=False)
     return x
+
+
+def upscale_masks_binary(low_res: torch.Tensor, *, input_size: tuple[int, int], original_size: tuple[int, int],
+                         image_size: int, threshold: float = 0.0, chunk: int = 8) -> torch.Tensor:
+    """Like :func:`upscale_masks` followed by ``> threshold``, a few masks at a time.
+
+    Returns bool (B, K, H, W). Only ``chunk`` full-size float masks exist at once, so memory
+    stays at the size of the boolean output instead of 4x it.
+    """
+    b, k = low_res.shape[:2]
+    flat = low_res.reshape(b * k, 1, *low_res.shape[-2:])
+    out = torch.empty((b * k, *original_size), dtype=torch.bool, device=low_res.device)
+    for start in range(0, b * k, chunk):
+        logits = upscale_masks(flat[start:start + chunk], input_size=input_size, original_size=original_size,
+                               image_size=image_size)
+        torch.gt(logits[:, 0], threshold, out=out[start:start + chunk])
+    return out.view(b, k, *original_size)

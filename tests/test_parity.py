@@ -194,10 +194,11 @@ def test_vit_b_full_size_parity(images):
     print("vit_b parity", report)
 
 
-@pytest.mark.parametrize("absorb", [True, False])
-@pytest.mark.parametrize("case", ["several_point_prompts", "box_and_points", "several_boxes"])
-def test_plain_and_absorbed_decoder_paths(tiny_pair, images, absorb, case):
-    """Both transformer passes (absorbed projections, the default, and the plain one) match the reference."""
+@pytest.mark.parametrize("absorb,fused", [(True, True), (False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("case", ["several_point_prompts", "box_and_points", "several_boxes", "single_point"])
+def test_plain_and_fast_decoder_paths(tiny_pair, images, absorb, fused, case):
+    """Fast decoder paths (absorbed projections, token-major upscaling: the defaults) and the plain
+    ones match the reference in every combination."""
     from segment_anything import SamPredictor
 
     ref, ours = tiny_pair
@@ -206,12 +207,14 @@ def test_plain_and_absorbed_decoder_paths(tiny_pair, images, absorb, case):
     predictor = SamPredictor(ref)
     predictor.set_image(image)
     ours.mask_decoder.transformer.absorb_projections = absorb
+    ours.mask_decoder.fused_upscaling = fused
     try:
         seg = samkit.Segmenter(ours)
         kw = _cases(h, w)[case]
         out = seg.segment(seg.encode(image), **kw)
     finally:
         ours.mask_decoder.transformer.absorb_projections = True
+        ours.mask_decoder.fused_upscaling = True
     ref_kw = reference_inputs(kw)
     full, iou, low = reference_predict(predictor, **ref_kw)
     compare(out, full, iou, low, {})

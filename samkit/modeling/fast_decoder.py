@@ -56,6 +56,21 @@ def token_to_image(attn: Attention, tokens_pe: torch.Tensor, image_pe: torch.Ten
     return attn.out_proj(out)
 
 
+def shared_token_to_image(attn: Attention, tokens_pe: torch.Tensor, image_pe: torch.Tensor,
+                          image: torch.Tensor) -> torch.Tensor:
+    """Token -> image attention when all B prompts share one (1, Ni, C) image: k and v are
+    projected once and the prompts are folded into the query rows (no per-prompt copies)."""
+    h = attn.num_heads
+    b, nt, _ = tokens_pe.shape
+    d = attn.internal_dim
+    k = _heads(attn.k_proj(image_pe), h)[0]  # (H, Ni, dh)
+    v = _heads(attn.v_proj(image), h)[0]
+    q = _heads(attn.q_proj(tokens_pe), h).transpose(0, 1).reshape(h, b * nt, d // h)  # (H, B*Nt, dh)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # (H, B*Nt, dh)
+    out = out.view(h, b, nt, d // h).permute(1, 2, 0, 3).reshape(b, nt, d)
+    return attn.out_proj(out)
+
+
 def image_to_token(attn: Attention, image_pe: torch.Tensor, tokens_pe: torch.Tensor, tokens: torch.Tensor,
                    *, image_q: torch.Tensor | None = None) -> torch.Tensor:
     """Image tokens attend to the prompt tokens without projecting the image tokens.
@@ -78,20 +93,21 @@ def image_to_token(attn: Attention, image_pe: torch.Tensor, tokens_pe: torch.Ten
     k = _heads(attn.k_proj(tokens_pe), h)  # (B, H, Nt, dh)
     v = _heads(attn.v_proj(tokens), h)  # (B, H, Nt, dh)
     scale = dh ** -0.5
+    # Scores are laid out (B, H, Nt, Ni) so the softmax over the few tokens runs along a
+    # non-innermost axis (vectorised over Ni) instead of over a tiny innermost axis.
     if image_q is not None:
-        qh = _heads(image_q, h)  # (1, H, Ni, dh)
-        scores = torch.matmul(qh, k.transpose(-1, -2)) * scale  # (B, H, Ni, Nt)
-        scores = scores.permute(0, 2, 1, 3)  # (B, Ni, H, Nt)
+        qh = _heads(image_q, h)[0]  # (H, Ni, dh), shared: fold the prompts into the rows
+        scores = torch.matmul(k.transpose(0, 1).reshape(h, b * nt, dh), qh.transpose(-1, -2)) * scale
+        scores = scores.view(h, b, nt, -1).transpose(0, 1)  # (B, H, Nt, Ni)
     else:
         w_q = attn.q_proj.weight.view(h, dh, c)
         k_eff = torch.einsum("bhtd,hdc->bhtc", k, w_q).reshape(b, h * nt, c) * scale
-        bias = torch.einsum("bhtd,hd->bht", k, attn.q_proj.bias.view(h, dh)).reshape(b, 1, h * nt) * scale
-        scores = torch.baddbmm(bias, image_pe.expand(b, -1, -1), k_eff.transpose(1, 2))
-        scores = scores.view(b, -1, h, nt)
-    probs = scores.softmax(dim=-1).reshape(b, -1, h * nt)  # (B, Ni, H*Nt)
+        bias = torch.einsum("bhtd,hd->bht", k, attn.q_proj.bias.view(h, dh)).reshape(b, h * nt, 1) * scale
+        scores = torch.baddbmm(bias, k_eff, image_pe.expand(b, -1, -1).transpose(1, 2)).view(b, h, nt, -1)
+    probs = scores.softmax(dim=2).reshape(b, h * nt, -1)  # (B, H*Nt, Ni)
     w_o = attn.out_proj.weight.view(c, h, dh)
     values = torch.einsum("bhtd,chd->bhtc", v, w_o).reshape(b, h * nt, c)
-    return torch.baddbmm(attn.out_proj.bias.expand(b, 1, c), probs, values)
+    return torch.baddbmm(attn.out_proj.bias.expand(b, 1, c), probs.transpose(1, 2), values)
 
 
 def two_way_forward(transformer: TwoWayTransformer, image_embedding: torch.Tensor, image_pe: torch.Tensor,
@@ -114,9 +130,7 @@ def two_way_forward(transformer: TwoWayTransformer, image_embedding: torch.Tenso
         shared = keys.shape[0] == 1 and queries.shape[0] > 1
         cross = layer.cross_attn_token_to_image
         if shared:  # plain projections of the shared image are cheaper, done once
-            b = queries.shape[0]
-            k, v = cross.k_proj(keys_pe).expand(b, -1, -1), cross.v_proj(keys).expand(b, -1, -1)
-            queries = queries + cross.attend(cross.q_proj(queries + point_embedding), k, v)
+            queries = queries + shared_token_to_image(cross, queries + point_embedding, keys_pe, keys)
         else:
             queries = queries + token_to_image(layer.cross_attn_token_to_image, queries + point_embedding,
                                                keys_pe, keys)
@@ -129,3 +143,39 @@ def two_way_forward(transformer: TwoWayTransformer, image_embedding: torch.Tenso
     final = token_to_image(transformer.final_attn_token_to_image, queries + point_embedding, keys + key_pe, keys)
     queries = transformer.norm_final_attn(queries + final)
     return queries, keys
+
+
+def upscale_and_predict(decoder, keys: torch.Tensor, mask_tokens: torch.Tensor, grid: tuple[int, int],
+                        outputs: range) -> torch.Tensor:
+    """Output upscaling + hypernetwork product, computed token-major (channels-last).
+
+    A 2x2-stride-2 transposed convolution is a linear map from each input pixel to its four
+    output pixels, so ``decoder.output_upscaling`` runs as two matmuls on the (B, Ni, C) image
+    tokens with fused ``layer_norm``; the pixels are put in image order only at the end, on
+    the K mask channels instead of the C/8 feature channels. Equal to the plain
+    conv-transpose path up to float rounding.
+
+    Args:
+        decoder: the :class:`~samkit.modeling.mask_decoder.MaskDecoder`.
+        keys: (B, Ni, C) image tokens from the transformer (Ni = h * w).
+        mask_tokens: (B, num_mask_tokens, C) mask token outputs.
+        grid: (h, w) of the image embedding.
+        outputs: which mask tokens to turn into masks.
+
+    Returns:
+        (B, len(outputs), 4h, 4w) mask logits.
+    """
+    up1, norm, act1, up2, act2 = decoder.output_upscaling
+    b, n, c = keys.shape
+    h, w = grid
+    c1, c2 = up1.out_channels, up2.out_channels
+    w1 = up1.weight.permute(0, 2, 3, 1).reshape(c, 4 * c1)  # (C, [i, j, o])
+    x = torch.addmm(up1.bias.repeat(4), keys.reshape(b * n, c), w1).view(b * n * 4, c1)
+    x = act1(torch.nn.functional.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
+    w2 = up2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+    x = act2(torch.addmm(up2.bias.repeat(4), x, w2))  # (B*Ni*4, [i2, j2, o2])
+    hyper = torch.stack([decoder.output_hypernetworks_mlps[i](mask_tokens[:, i, :]) for i in outputs], dim=1)
+    k = hyper.shape[1]
+    masks = torch.bmm(x.view(b, n * 16, c2), hyper.transpose(1, 2))  # (B, Ni*16, K)
+    masks = masks.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)  # (B, K, y, i1, i2, x, j1, j2)
+    return masks.reshape(b, k, 4 * h, 4 * w)

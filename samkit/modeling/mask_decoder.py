@@ -39,6 +39,8 @@ class MaskDecoder(nn.Module):
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+        # Upscale token-major with two matmuls (samkit.modeling.fast_decoder); False: conv-transpose path.
+        self.fused_upscaling = True
 
     def output_selection(self, multimask_output: bool) -> slice:
         return slice(1, None) if multimask_output else slice(0, 1)
@@ -57,9 +59,10 @@ class MaskDecoder(nn.Module):
         Returns:
             low-res mask logits (B, K, 4H, 4W) and predicted IoU (B, K), K = 3 or 1.
         """
-        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
         sel = self.output_selection(multimask_output)
-        return masks[:, sel], iou[:, sel]
+        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                                        outputs=sel)
+        return masks, iou[:, sel]
 
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                       sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
@@ -82,10 +85,14 @@ class MaskDecoder(nn.Module):
 
         c, h, w = src.shape[1:]
         keys = keys.expand(b, -1, -1)
-        upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
         index = range(self.num_mask_tokens)[outputs] if outputs is not None else range(self.num_mask_tokens)
+        iou_pred = self.iou_prediction_head(iou_token_out)
+        if self.fused_upscaling:
+            from .fast_decoder import upscale_and_predict
+
+            return upscale_and_predict(self, keys, mask_tokens_out, (h, w), index), iou_pred
+        upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in index], dim=1)
         bu, cu, hu, wu = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
-        iou_pred = self.iou_prediction_head(iou_token_out)
         return masks, iou_pred

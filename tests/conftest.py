@@ -46,7 +46,7 @@ def build_reference(config) -> torch.nn.Module:
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     c, g = config, config.embedding_size
-    return Sam(
+    model = Sam(
         image_encoder=ImageEncoderViT(
             depth=c.encoder_depth, embed_dim=c.encoder_embed_dim, img_size=c.image_size,
             mlp_ratio=c.encoder_mlp_ratio, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
@@ -62,7 +62,9 @@ def build_reference(config) -> torch.nn.Module:
             transformer_dim=c.prompt_embed_dim, iou_head_depth=c.iou_head_depth,
             iou_head_hidden_dim=c.iou_head_hidden_dim),
         pixel_mean=list(c.pixel_mean), pixel_std=list(c.pixel_std),
-    ).eval()
+    )
+    model.config = config
+    return model.eval()
 
 
 def random_state_dict(config, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -13,11 +13,11 @@ with the eps made equal the logits agree to 1.6e-6, which ``test_mapping_is_exac
 from __future__ import annotations
 
 import json
-from functools import partial
 
 import pytest
 import torch
 
+from conftest import build_reference
 from samkit import hf_mapping
 from samkit.modeling import build_sam
 from samkit.modeling.config import SamConfig, get_config
@@ -38,31 +38,6 @@ EXPECTED_CONFIG = SamConfig(image_size=128, patch_size=16, encoder_embed_dim=64,
                             encoder_global_attn_indexes=(1,), encoder_window_size=4, prompt_embed_dim=32,
                             mask_in_chans=8, decoder_depth=2, decoder_num_heads=4, decoder_mlp_dim=64,
                             iou_head_hidden_dim=32)
-
-
-def build_reference(config: SamConfig) -> torch.nn.Module:
-    """Meta's ``segment_anything`` SAM built from a SamConfig (the parity reference)."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    grid = config.image_size // config.patch_size
-    model = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.encoder_embed_dim,
-            depth=config.encoder_depth, num_heads=config.encoder_num_heads, mlp_ratio=config.encoder_mlp_ratio,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), qkv_bias=True, use_rel_pos=True,
-            global_attn_indexes=config.encoder_global_attn_indexes, window_size=config.encoder_window_size,
-            out_chans=config.prompt_embed_dim),
-        prompt_encoder=PromptEncoder(embed_dim=config.prompt_embed_dim, image_embedding_size=(grid, grid),
-                                     input_image_size=(config.image_size, config.image_size),
-                                     mask_in_chans=config.mask_in_chans),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=config.num_multimask_outputs, transformer_dim=config.prompt_embed_dim,
-            transformer=TwoWayTransformer(depth=config.decoder_depth, embedding_dim=config.prompt_embed_dim,
-                                          mlp_dim=config.decoder_mlp_dim, num_heads=config.decoder_num_heads),
-            iou_head_depth=config.iou_head_depth, iou_head_hidden_dim=config.iou_head_hidden_dim),
-        pixel_mean=list(config.pixel_mean), pixel_std=list(config.pixel_std))
-    model.config = config
-    return model.eval()
 
 
 BUILDERS = {"samkit": build_sam, "reference": build_reference}

@@ -3,6 +3,7 @@
 Heavy libraries (ultralytics, transformers, open_clip) are imported only inside the adapter
 that needs them, so ``import samkit.adapters`` stays light.
 """
+from .clip import ClipModel
 from .base import PromptSource, as_prompt_source, boxes_to_prompts, resolve_class_names
 from .gaze import DEFAULT_DISPERSION, DEFAULT_VELOCITY, Fixations, GazeAdapter, detect_fixations, fixations_to_prompts
 from .hf_detectors import (
@@ -18,6 +19,7 @@ from .supervision import from_supervision_detections
 from .ultralytics import YOLODetector, detect_with_yolo, load_yolo, yolo_result_to_prompts
 
 __all__ = [
+    "ClipModel",
     "PromptSource", "as_prompt_source", "boxes_to_prompts", "resolve_class_names",
     "Fixations", "GazeAdapter", "detect_fixations", "fixations_to_prompts", "DEFAULT_DISPERSION", "DEFAULT_VELOCITY",
     "ZERO_SHOT_MODEL_TYPES", "ClosedSetDetector", "ZeroShotDetector", "detect_closed_set", "detect_zero_shot",

@@ -9,9 +9,17 @@ from .detect_segment import (
 )
 from .gaze_to_mask import GazeMaskSequence, GazeToMask, gaze_to_mask, iter_frames, list_image_files, read_video, segment_fixation
 from .lift3d import MasksTo3D, PointCloud, lift_to_3d, read_ply, voxel_downsample, write_ply
+from .text_clip_prompt import ClipPromptStrategy, clip_prompt_to_mask
+from .text_grounded import GroundedStrategy, grounded_text_to_mask
+from .text_rerank import ClipRerankStrategy, clip_rerank
+from .text_sam3 import Sam3Strategy, sam3_text_to_mask
+from .text_strategies import TextStrategy
+from .text_to_mask import STRATEGIES, TextToMask, make_strategy, text_to_mask
 
 __all__ = [
     "DetectThenSegment", "detect_then_segment", "filter_detections", "segment_detections", "to_coco_instances",
     "to_yolo_seg", "GazeMaskSequence", "GazeToMask", "gaze_to_mask", "iter_frames", "list_image_files", "read_video",
-    "segment_fixation", "MasksTo3D", "PointCloud", "lift_to_3d", "read_ply", "voxel_downsample", "write_ply",
+    "segment_fixation", "TextToMask", "text_to_mask", "make_strategy", "STRATEGIES", "TextStrategy",
+    "GroundedStrategy", "grounded_text_to_mask", "ClipRerankStrategy", "clip_rerank", "ClipPromptStrategy",
+    "clip_prompt_to_mask", "Sam3Strategy", "sam3_text_to_mask", "MasksTo3D", "PointCloud", "lift_to_3d", "read_ply", "voxel_downsample", "write_ply",
 ]

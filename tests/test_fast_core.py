@@ -161,3 +161,29 @@ def test_compile_real(tiny_model, images):
     emb = seg.encode(images["chelsea_300x451"])
     ref = samkit.Segmenter(tiny_model, cache_size=0).encode(images["chelsea_300x451"])
     assert torch.allclose(emb.features, ref.features, atol=1e-4)
+
+
+def test_bf16_on_trained_model():
+    """bf16 encoder vs fp32 on the committed tiny trained model, one point per shape on synthetic scenes.
+
+    Measured: 66 masks, mean IoU 0.993, min 0.959. Tolerance: mean >= 0.98, min >= 0.9.
+    """
+    from pathlib import Path
+
+    from samkit.train import synthetic_scene
+
+    asset = Path(samkit.__file__).parent / "assets" / "tiny_synthetic.pth"
+    fp32 = samkit.Segmenter(samkit.load_model(asset))
+    bf16 = samkit.Segmenter(samkit.load_model(asset, dtype="bf16"))
+    ious = []
+    for seed in range(5):
+        image, masks = synthetic_scene(np.random.default_rng([5, seed]), size=(128, 128))
+        points = []
+        for mask in masks:
+            ys, xs = np.nonzero(mask)
+            points.append([[xs[len(xs) // 2], ys[len(ys) // 2]]])
+        points = np.asarray(points, float)
+        a = fp32.segment(fp32.encode(image), points=points)
+        b = bf16.segment(bf16.encode(image), points=points)
+        ious += [iou(x, y) for x, y in zip(a.masks.reshape(-1, 128, 128), b.masks.reshape(-1, 128, 128))]
+    assert np.mean(ious) >= 0.98 and min(ious) >= 0.9, (np.mean(ious), min(ious))

@@ -92,8 +92,8 @@ def crop_boxes_for_layers(image_size: tuple[int, int], crop_n_layers: int,
 
 
 # -- decoding -----------------------------------------------------------------------------------
-_SPLIT_DECODER = ("transformer", "iou_prediction_head", "output_upscaling", "output_hypernetworks_mlps",
-                  "output_selection", "iou_token", "mask_tokens", "num_mask_tokens")
+_SPLIT_DECODER = ("run_transformer", "masks_from_tokens", "iou_prediction_head", "output_selection", "iou_token",
+                  "num_mask_tokens")
 
 
 def decode_selected(segmenter: "Segmenter", embedding: "ImageEmbedding", points: np.ndarray,
@@ -102,8 +102,8 @@ def decode_selected(segmenter: "Segmenter", embedding: "ImageEmbedding", points:
 
     The predicted IoU comes from the decoder's IoU token, so it is known before the costly mask
     head (upscaling convolutions and hypernetworks) runs; ``select`` sees it and picks the
-    outputs whose masks are needed. Same numbers as :meth:`Segmenter.decode` with
-    ``multimask=True`` (mirrors ``MaskDecoder.predict_masks`` split after the IoU head).
+    outputs whose masks are needed. Same numbers (to float rounding) as :meth:`Segmenter.decode` with
+    ``multimask=True`` (``MaskDecoder.predict_masks`` split after the IoU head: ``run_transformer`` then ``masks_from_tokens``).
 
     Args:
         points: float (B, 2) XY pixels of the embedded image.
@@ -113,7 +113,7 @@ def decode_selected(segmenter: "Segmenter", embedding: "ImageEmbedding", points:
         predicted IoU (B, K), selected (prompt, output) pairs int64 (M, 2) in row-major order and
         their low-res logits (M, s, s), on the model's device and dtype.
     """
-    model, device, dtype = segmenter.model, segmenter.device, segmenter.dtype
+    model, device = segmenter.model, segmenter.device
     decoder = model.mask_decoder
     points = np.asarray(points, dtype=np.float64)
     if not all(hasattr(decoder, name) for name in _SPLIT_DECODER):  # unknown decoder: decode everything
@@ -122,25 +122,19 @@ def decode_selected(segmenter: "Segmenter", embedding: "ImageEmbedding", points:
         low_res, scores = segmenter.decode(embedding, Prompts(points=points[:, None]), multimask=True)
         pairs = select(scores).nonzero()
         return scores, pairs, low_res[pairs[:, 0], pairs[:, 1]]
+    dtype = decoder.iou_token.weight.dtype  # the decoder may run in another dtype than the encoder
     coords = torch.as_tensor(embedding.coordinate_map.points_to_model(points[:, None, :]), device=device)
     labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=device)
     sparse, dense = model.prompt_encoder((coords, labels), None, None)
-    sparse, src = sparse.to(dtype), embedding.features + dense[:1].to(dtype)
-    b, (c, h, w) = sparse.shape[0], src.shape[1:]
-    tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight]).to(dtype)
-    tokens = torch.cat([tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
     pe = model.prompt_encoder.get_dense_pe().to(dtype)
-    hs, keys = decoder.transformer(src, pe, tokens)
-    keys = keys.expand(b, -1, -1)
+    hs, keys, grid = decoder.run_transformer(embedding.features.to(dtype), pe, sparse.to(dtype), dense[:1].to(dtype))
     outputs = range(decoder.num_mask_tokens)[decoder.output_selection(True)]
     scores = decoder.iou_prediction_head(hs[:, 0])[:, outputs.start:outputs.stop]
     keep = select(scores)
     rows = keep.any(dim=1).nonzero()[:, 0]
-    chunks = [keys.new_zeros((0, 4 * h, 4 * w))]
+    chunks = [keys.new_zeros((0, 4 * grid[0], 4 * grid[1]))]
     for r in rows.split(_MASK_HEAD_CHUNK):
-        upscaled = decoder.output_upscaling(keys[r].transpose(1, 2).reshape(len(r), c, h, w))
-        hyper = torch.stack([decoder.output_hypernetworks_mlps[t](hs[r, 1 + t]) for t in outputs], dim=1)
-        masks = (hyper @ upscaled.flatten(2)).reshape(len(r), len(outputs), *upscaled.shape[2:])
+        masks = decoder.masks_from_tokens(keys[r], hs[r, 1:1 + decoder.num_mask_tokens], grid, outputs)
         chunks.append(masks[keep[r]])
     return scores, keep.nonzero(), torch.cat(chunks)
 

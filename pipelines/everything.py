@@ -3,7 +3,8 @@
 A grid of single foreground points prompts SAM on the whole image (and optionally on zoomed
 crops); masks are filtered by predicted IoU and stability, de-duplicated by box NMS and
 optionally cleaned of small holes and islands. With equal settings the output matches
-``segment_anything.SamAutomaticMaskGenerator`` (same masks, scores, boxes and order):
+``segment_anything.SamAutomaticMaskGenerator`` (same masks, scores, boxes and order, up to the
+float rounding of the decoder; ``tests/test_everything.py`` states the tolerances):
 
     >>> everything = SegmentEverything(Segmenter(model))          # doctest: +SKIP
     >>> result = everything(image)        # Segmentation, K = 1    # doctest: +SKIP
@@ -13,9 +14,10 @@ optionally cleaned of small holes and islands. With equal settings the output ma
 It is faster with identical results because it filters by predicted IoU before any mask is
 computed (the decoder's mask head runs only for prompts with a surviving output), upscales only
 surviving masks (cropping the padding at low resolution first) and keeps survivors as bit-packed
-box patches: memory is bounded by ``points_per_batch`` and the survivors' box areas, never by
-a number of full-size masks (only the returned result holds full masks). ``fast=True`` also
-computes the stability score on the low-res logits, which changes results slightly.
+box patches: memory is bounded by ``points_per_batch`` (on CPU at most 16 prompts are decoded
+at once: as fast, a third of the memory) and the survivors' box areas, never by a number of
+full-size masks (only the returned result holds full masks). ``fast=True`` also computes the
+stability score on the low-res logits, which changes results slightly.
 
 Per-mask metadata (``Segmentation.meta``): ``point_coords`` ``[[x, y]]`` (the prompt, image
 pixels), ``stability_score``, ``crop_box`` (XYWH, as the reference's records), ``bbox`` (XYWH
@@ -42,12 +44,13 @@ from . import amg_ops as ops
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRESETS", "SegmentEverything", "edge_map", "segment_everything", "write_coco_instances",
-           "write_sa1b_json"]
+__all__ = ["PRESETS", "EverythingSettings", "SegmentEverything", "edge_map", "segment_everything",
+           "write_coco_instances", "write_sa1b_json"]
 
 Progress = Callable[[int, int], None]
 _OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 _UPSCALE_CHUNK = 32  # masks upscaled to full size at once
+_CPU_DECODE_CHUNK = 16  # prompts per decoder call on CPU
 
 #: Paper settings (arXiv 2304.02643): SA-1B's fully automatic stage (sec. 4: crops of 2x2 and
 #: 4x4 with 16x16 and 8x8 grids, masks covering >= 95% of the image dropped), object proposals
@@ -66,8 +69,12 @@ def _is_int(value: Any) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Settings:
-    """The settings of :class:`SegmentEverything` (same names and defaults), validated."""
+class EverythingSettings:
+    """Validated settings of :class:`SegmentEverything` (same names and defaults; see there).
+
+    Raises:
+        ValueError: naming the setting, what was expected and what was given.
+    """
 
     points_per_side: int | None = 32
     points_per_batch: int = 64
@@ -86,6 +93,11 @@ class _Settings:
     fast: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh",
+                     "crop_nms_thresh", "crop_overlap_ratio", "min_mask_region_area"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or value != value:
+                raise ValueError(f"expected {name} to be a number, got {value!r}")
         checks = [  # (ok, expectation, value got)
             ((self.points_per_side is None) != (self.point_grids is None),
              "exactly one of points_per_side and point_grids", "both" if self.point_grids is not None else "neither"),
@@ -102,7 +114,6 @@ class _Settings:
             (0.0 <= self.crop_overlap_ratio < 1.0, "crop_overlap_ratio in [0, 1)", self.crop_overlap_ratio),
             (self.stability_score_offset >= 0.0, "stability_score_offset >= 0", self.stability_score_offset),
             (self.stability_score_thresh <= 1.0, "stability_score_thresh <= 1", self.stability_score_thresh),
-            (self.pred_iou_thresh == self.pred_iou_thresh, "pred_iou_thresh to be a number", self.pred_iou_thresh),
             (self.min_mask_region_area >= 0, "min_mask_region_area >= 0", self.min_mask_region_area),
             (self.max_area_fraction is None or 0.0 < self.max_area_fraction <= 1.0,
              "max_area_fraction None or in (0, 1]", self.max_area_fraction),
@@ -168,15 +179,20 @@ class _Proposals:
 
 # -- forward: one prompt batch, one crop, all crops ---------------------------------------------
 def _propose_batch(segmenter: Segmenter, embedding: ImageEmbedding, points: np.ndarray, crop_box: list[int],
-                   image_box: list[int], s: _Settings) -> _Proposals:
+                   image_box: list[int], s: EverythingSettings) -> _Proposals:
     """Decode a batch of points of one crop; filter, threshold, box and pack (crop frame)."""
     threshold = segmenter.model.mask_threshold
 
     def select(iou: torch.Tensor) -> torch.Tensor:
         return iou > s.pred_iou_thresh if s.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
 
-    scores, pairs, low_res = ops.decode_selected(segmenter, embedding, points, select)
-    low_res = low_res.float()
+    # On CPU, decoding 16 prompts at a time is as fast as 64 and needs a third of the memory.
+    step = min(s.points_per_batch, _CPU_DECODE_CHUNK) if segmenter.device.type == "cpu" else s.points_per_batch
+    decoded = [ops.decode_selected(segmenter, embedding, points[i:i + step], select)
+               for i in range(0, len(points), step)]
+    scores = torch.cat([d[0] for d in decoded])
+    pairs = torch.cat([d[1] + torch.tensor([i * step, 0], device=d[1].device) for i, d in enumerate(decoded)])
+    low_res = torch.cat([d[2] for d in decoded]).float()
     if s.fast and len(pairs):  # approximate: stability of the low-res logits inside the image
         factor = segmenter.image_size // low_res.shape[-1]
         rows, cols = (-(-n // factor) for n in embedding.input_size)
@@ -206,7 +222,7 @@ def _propose_batch(segmenter: Segmenter, embedding: ImageEmbedding, points: np.n
 
 
 def _propose_in_crop(segmenter: Segmenter, image: np.ndarray, crop_index: int, crop_box: list[int],
-                     grid: np.ndarray, s: _Settings, report: Callable[[int], None]) -> _Proposals:
+                     grid: np.ndarray, s: EverythingSettings, report: Callable[[int], None]) -> _Proposals:
     """Masks of one crop after NMS within it, moved to the image frame."""
     x0, y0, x1, y1 = crop_box
     embedding = segmenter.encode(image[y0:y1, x0:x1])
@@ -227,7 +243,7 @@ def _propose_in_crop(segmenter: Segmenter, image: np.ndarray, crop_index: int, c
     return found
 
 
-def _propose(segmenter: Segmenter, image: np.ndarray, s: _Settings,
+def _propose(segmenter: Segmenter, image: np.ndarray, s: EverythingSettings,
              progress: Progress | None) -> tuple[_Proposals, list[list[int]]]:
     """All crops, then NMS between crops preferring masks from smaller crops."""
     grids = s.grids()
@@ -266,7 +282,7 @@ def _remove_small_regions(found: _Proposals, image_size: tuple[int, int], min_ar
     return out
 
 
-def _run(segmenter: Segmenter, image: Any, s: _Settings,
+def _run(segmenter: Segmenter, image: Any, s: EverythingSettings,
          progress: Progress | None) -> tuple[_Proposals, list[list[int]], np.ndarray]:
     """preprocess -> forward -> postprocess; returns the compact survivors, crop boxes and the RGB image."""
     if not isinstance(segmenter, Segmenter):
@@ -300,7 +316,7 @@ def segment_everything(segmenter: Segmenter, image: Any, *, progress: Progress |
         :class:`Segmentation` with K = 1: masks bool (N, 1, H, W), predicted IoU (N, 1) and the
         metadata of the module docstring, in the reference's order.
     """
-    found, crop_boxes, rgb = _run(segmenter, image, _Settings(**settings), progress)
+    found, crop_boxes, rgb = _run(segmenter, image, EverythingSettings(**settings), progress)
     if not found.masks:
         return Segmentation.empty(rgb.shape[:2])
     masks = np.zeros((len(found.masks), 1, *rgb.shape[:2]), dtype=bool)
@@ -325,7 +341,7 @@ def edge_map(segmenter: Segmenter, image: Any, *, progress: Progress | None = No
     Returns:
         float32 (H, W) in [0, 1].
     """
-    s = _Settings(**settings)
+    s = EverythingSettings(**settings)
     found, crop_boxes, rgb = _run(segmenter, image, s, progress)
     strength = torch.zeros(rgb.shape[:2], device=segmenter.device)
     grids = s.grids()
@@ -391,7 +407,7 @@ class SegmentEverything:
         if progress is not None and not callable(progress):
             raise TypeError(f"progress must be a callable (done, total) or None, got {type(progress).__name__}")
         self.segmenter, self.output_mode, self.progress = segmenter, output_mode, progress
-        self.settings = _Settings(
+        self.settings = EverythingSettings(
             points_per_side=points_per_side, points_per_batch=points_per_batch, pred_iou_thresh=pred_iou_thresh,
             stability_score_thresh=stability_score_thresh, stability_score_offset=stability_score_offset,
             box_nms_thresh=box_nms_thresh, crop_n_layers=crop_n_layers, crop_nms_thresh=crop_nms_thresh,

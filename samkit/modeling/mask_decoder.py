@@ -67,32 +67,42 @@ class MaskDecoder(nn.Module):
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                       sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
                       *, outputs: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """All outputs: logits (B, num_mask_tokens, 4H, 4W), IoU (B, num_mask_tokens).
+        """Mask logits (B, K, 4H, 4W) for the ``outputs`` tokens (all by default), IoU (B, num_mask_tokens)."""
+        tokens, keys, grid = self.run_transformer(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                                  dense_prompt_embeddings)
+        iou_pred = self.iou_prediction_head(tokens[:, 0, :])
+        index = range(self.num_mask_tokens)[outputs] if outputs is not None else range(self.num_mask_tokens)
+        return self.masks_from_tokens(keys, tokens[:, 1:1 + self.num_mask_tokens, :], grid, index), iou_pred
 
-        ``outputs`` restricts which mask logits are computed (IoU always has all outputs).
+    def run_transformer(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                        sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """The two-way transformer on [IoU token, mask tokens, prompt tokens] and the image.
+
+        Returns:
+            output tokens (B, 1 + num_mask_tokens + Nt, C) (token 0 feeds the IoU head, tokens
+            1..num_mask_tokens the hypernetworks), image tokens (B, H*W, C) and the grid (H, W).
+            Split from :meth:`predict_masks` so callers can read the IoU before making masks.
         """
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.to(sparse_prompt_embeddings.dtype).unsqueeze(0).expand(b, -1, -1)
         tokens = torch.cat([output_tokens, sparse_prompt_embeddings], dim=1)
-
         src = image_embeddings + dense_prompt_embeddings
         if src.shape[0] not in (1, b):
             raise ValueError(f"image embeddings batch must be 1 or {b}, got {src.shape[0]}")
         hs, keys = self.transformer(src, image_pe, tokens)
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens, :]
+        return hs, keys.expand(b, -1, -1), (src.shape[2], src.shape[3])
 
-        c, h, w = src.shape[1:]
-        keys = keys.expand(b, -1, -1)
-        index = range(self.num_mask_tokens)[outputs] if outputs is not None else range(self.num_mask_tokens)
-        iou_pred = self.iou_prediction_head(iou_token_out)
+    def masks_from_tokens(self, keys: torch.Tensor, mask_tokens: torch.Tensor, grid: tuple[int, int],
+                          index: range | list[int]) -> torch.Tensor:
+        """Upscale (B, H*W, C) image tokens and apply the hypernetworks of ``index``: (B, len(index), 4H, 4W)."""
         if self.fused_upscaling:
             from .fast_decoder import upscale_and_predict
 
-            return upscale_and_predict(self, keys, mask_tokens_out, (h, w), index), iou_pred
-        upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
-        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in index], dim=1)
+            return upscale_and_predict(self, keys, mask_tokens, grid, index)
+        b, _, c = keys.shape
+        upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(b, c, *grid))
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens[:, i, :]) for i in index], dim=1)
         bu, cu, hu, wu = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
-        return masks, iou_pred
+        return (hyper_in @ upscaled.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)

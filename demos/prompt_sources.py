@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from samkit.cli_overlay import draw_overlay, overlay_segmentation, save_masks_zip, write_json_atomic
+from samkit.atomic import write_json_atomic
+from samkit.cli_overlay import draw_overlay, overlay_segmentation, save_masks_zip
 from samkit.results import Segmentation
 from samkit.transforms import to_rgb_uint8
 

@@ -26,15 +26,14 @@ with the reference's inclusive ``w = max_col - min_col``) and ``area``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import tempfile
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
+from samkit.atomic import write_json_atomic
 from samkit.results import Segmentation
 from samkit.rle import compress_counts, masks_to_coco_rle, rle_to_bbox
 from samkit.segmenter import ImageEmbedding, Segmenter
@@ -457,21 +456,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def _write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """Write JSON to a temporary file next to ``path``, then rename it over ``path``."""
-    path = os.fspath(path)
-    fd, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, default=_json_default)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def write_sa1b_json(path: str | os.PathLike, image_info: dict[str, Any],
                     records: Sequence[dict[str, Any]] | Segmentation) -> None:
     """Write one image's masks in the SA-1B per-image format (atomically).
@@ -491,7 +475,7 @@ def write_sa1b_json(path: str | os.PathLike, image_info: dict[str, Any],
     if annotations:
         info.setdefault("height", annotations[0]["segmentation"]["size"][0])
         info.setdefault("width", annotations[0]["segmentation"]["size"][1])
-    _write_json_atomic(path, {"image": info, "annotations": annotations})
+    write_json_atomic(path, {"image": info, "annotations": annotations}, default=_json_default)
 
 
 def write_coco_instances(path: str | os.PathLike,
@@ -530,4 +514,5 @@ def write_coco_instances(path: str | os.PathLike,
                                     "segmentation": rle, "area": int(record["area"]), "bbox": rle_to_bbox(rle),
                                     "score": float(record.get("predicted_iou", 1.0)), "iscrowd": 0})
         images.append(info)
-    _write_json_atomic(path, {"images": images, "annotations": annotations, "categories": categories})
+    write_json_atomic(path, {"images": images, "annotations": annotations, "categories": categories},
+                      default=_json_default)

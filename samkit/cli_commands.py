@@ -86,7 +86,8 @@ def _prompt_arrays(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from samkit.cli_overlay import overlay_segmentation, save_mask_png, write_json_atomic
+    from samkit.atomic import write_json_atomic
+    from samkit.cli_overlay import overlay_segmentation, save_mask_png
     from samkit.transforms import load_image
 
     prompt = _prompt_arrays(args)

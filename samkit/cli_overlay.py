@@ -13,9 +13,7 @@ Example:
 from __future__ import annotations
 
 import io
-import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,7 +24,7 @@ from samkit.results import Segmentation
 from samkit.transforms import to_rgb_uint8
 
 __all__ = ["PALETTE", "draw_overlay", "overlay_segmentation", "mask_png_bytes", "save_mask_png",
-           "save_masks_zip", "write_json_atomic"]
+           "save_masks_zip"]
 
 #: Mask colours, RGB, cycled by mask index (distinct on photos, colour-blind friendly first).
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -174,20 +172,3 @@ def save_masks_zip(masks: Any, path: str | os.PathLike, *, names: Sequence[str] 
     return path
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any, *, indent: int | None = None) -> Path:
-    """Write JSON to a hidden temporary file beside ``path``, then rename it over ``path``.
-
-    An interrupted write leaves ``path`` as it was (absent or complete), never half-written.
-    """
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(payload, file, indent=indent)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path

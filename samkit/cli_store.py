@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from samkit.cli_overlay import write_json_atomic
+from samkit.atomic import write_json_atomic
 
 __all__ = ["COCOParts", "image_files", "IMAGE_EXTENSIONS"]
 

@@ -113,7 +113,8 @@ def _strategy_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
 def run_text(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from samkit.cli_overlay import draw_overlay, save_mask_png, write_json_atomic
+    from samkit.atomic import write_json_atomic
+    from samkit.cli_overlay import draw_overlay, save_mask_png
     from samkit.pipelines.text_to_mask import TextToMask
     from samkit.transforms import load_image
 

@@ -235,12 +235,6 @@ class Prompts:
         for start in range(0, len(self), size):
             yield self[start:start + size]
 
-    def with_meta(self, **values: Any) -> "Prompts":
-        """Return a copy whose every meta dict also holds ``values``."""
-        kw = {f: getattr(self, f) for f in self._FIELDS}
-        kw["labels"] = self.labels
-        return Prompts(**kw, meta=[dict(m, **values) for m in self.meta])
-
     def __repr__(self) -> str:
         parts = [f"{f}={tuple(getattr(self, f).shape)}" for f in self._FIELDS if getattr(self, f) is not None]
         return f"Prompts(n={len(self)}, {', '.join(parts)})"

@@ -100,10 +100,15 @@ class Segmenter:
     def preprocess(self, image: Any) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int], str]:
         """Image -> ((1, 3, S, S) model input, original (H, W), input (h, w), content key)."""
         rgb = to_rgb_uint8(image)
+        x, input_size = self._model_input(rgb)
+        return x, rgb.shape[:2], input_size, image_key(rgb)
+
+    def _model_input(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(H, W, 3) uint8 -> resized, normalised, padded (1, 3, S, S) tensor and the resized (h, w)."""
         resized = resize_longest_side(rgb, self.image_size)
         x = normalize_and_pad(resized, image_size=self.image_size, pixel_mean=self.model.pixel_mean,
                               pixel_std=self.model.pixel_std, device=self.device, dtype=self.dtype)
-        return x, rgb.shape[:2], resized.shape[:2], image_key(rgb)
+        return x, resized.shape[:2]
 
     @torch.inference_mode()
     def encode(self, image: Any) -> ImageEmbedding:
@@ -127,16 +132,17 @@ class Segmenter:
         images = list(images)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        prepared = [self.preprocess(img) for img in images]
-        out: list[ImageEmbedding | None] = [self._cache_get(p[3]) for p in prepared]
+        rgbs = [to_rgb_uint8(img) for img in images]
+        keys = [image_key(rgb) for rgb in rgbs]
+        out: list[ImageEmbedding | None] = [self._cache_get(key) for key in keys]
+        # Resize and normalise only the images the cache misses, one encoder batch at a time.
         todo = [i for i, e in enumerate(out) if e is None]
         for start in range(0, len(todo), batch_size):
             idx = todo[start:start + batch_size]
-            x = torch.cat([prepared[i][0] for i in idx])
-            features = self._encoder(x)
-            for j, i in enumerate(idx):
-                _, orig, inp, key = prepared[i]
-                emb = ImageEmbedding(features[j:j + 1].clone(), tuple(orig), tuple(inp), key)
+            inputs = [self._model_input(rgbs[i]) for i in idx]
+            features = self._encoder(torch.cat([x for x, _ in inputs]))
+            for j, (i, (_, input_size)) in enumerate(zip(idx, inputs)):
+                emb = ImageEmbedding(features[j:j + 1].clone(), tuple(rgbs[i].shape[:2]), tuple(input_size), keys[i])
                 self._cache_put(emb)
                 out[i] = emb
         if out:

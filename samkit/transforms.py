@@ -172,10 +172,6 @@ class CoordinateMap:
         b = np.asarray(boxes, dtype=np.float64)
         return self.points_to_model(b.reshape(*b.shape[:-1], 2, 2)).reshape(b.shape)
 
-    def points_to_original(self, points: np.ndarray) -> np.ndarray:
-        """(..., 2) XY model input pixels -> original pixels (float32)."""
-        return (np.asarray(points, dtype=np.float64) / self.scale_xy).astype(np.float32)
-
 
 def upscale_masks(low_res: torch.Tensor, *, input_size: tuple[int, int], original_size: tuple[int, int],
                   image_size: int) -> torch.Tensor:

@@ -210,6 +210,23 @@ def main() -> None:
             decoders[f"transformers {n}"] = run_hf
     dec = interleaved(decoders, args.runs)
 
+    # Full-size thresholding alone, on smooth logits as trained models give (random weights give
+    # noise, for which samkit falls back to plain interpolation): samkit's sign-skip upsampling vs
+    # the reference's F.interpolate + threshold, same (N, 256, 256) low-res logits.
+    low = size // 4
+    n_masks = 3 * args.prompts
+    gen = torch.Generator().manual_seed(1)
+    smooth = torch.nn.functional.interpolate(torch.randn(n_masks, 1, low // 16, low // 16, generator=gen),
+                                             size=(low, low), mode="bilinear")[:, 0] * 4
+    from samkit.transforms import upscale_masks_binary
+
+    ups = interleaved({
+        "samkit": lambda: upscale_masks_binary(smooth[None], input_size=(size, size), original_size=(size, size),
+                                               image_size=size),
+        "reference": lambda: torch.nn.functional.interpolate(smooth[:, None], size=(size, size), mode="bilinear",
+                                                             align_corners=False) > 0,
+    }, args.runs)
+
     mem = {}
     if not args.no_memory:
         mem = {impl: peak_memory(impl, args.config) for impl in ("samkit", "segment_anything")}
@@ -228,6 +245,9 @@ def main() -> None:
                 t = dec[f"{impl} {n}"]
                 print(f"| decoder {impl}, {n} point prompt{'s' if n > 1 else ''} -> full-size masks | {t:.3f} | "
                       f"{base / t:.2f}x | |")
+    print(f"| thresholding {n_masks} smooth {low}x{low} logit maps to {size}x{size}, samkit | {ups['samkit']:.3f} | "
+          f"{ups['reference'] / ups['samkit']:.2f}x | |")
+    print(f"| same, F.interpolate + threshold (as segment_anything) | {ups['reference']:.3f} | 1.00x | |")
     for impl, mib in mem.items():
         if mib is not None:
             print(f"| encoder peak memory {impl} fp32 | {mib:.0f} MiB | | |")

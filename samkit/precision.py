@@ -3,7 +3,7 @@
 fp32 is the default everywhere. bf16 halves memory and, on CPUs with native bf16 matrix
 instructions (AVX512-BF16 or AMX) and on GPUs, runs faster; on CPUs without them PyTorch
 emulates bf16 and it is *slower* than fp32 (on an AVX512 Cascade Lake, ``benchmarks/bench_core.py``
-measured 48 vs 214 GFLOP/s matmul, see README). fp16 is for GPUs only.
+measured 48-50 vs 209-218 GFLOP/s matmul over three runs, see README). fp16 is for GPUs only.
 """
 from __future__ import annotations
 

@@ -194,17 +194,96 @@ def upscale_masks(low_res: torch.Tensor, *, input_size: tuple[int, int], origina
 
 
 def upscale_masks_binary(low_res: torch.Tensor, *, input_size: tuple[int, int], original_size: tuple[int, int],
-                         image_size: int, threshold: float = 0.0, chunk: int = 8) -> torch.Tensor:
+                         image_size: int, threshold: float = 0.0, chunk: int = 4) -> torch.Tensor:
     """Like :func:`upscale_masks` followed by ``> threshold``, a few masks at a time.
 
     Returns bool (B, K, H, W). Only ``chunk`` full-size float masks exist at once, so memory
-    stays at the size of the boolean output instead of 4x it.
+    stays at the size of the boolean output instead of 4x it. When the image needs no second
+    resize (its longer side is ``image_size``), :func:`_binary_upsample_integer` decides every
+    output block whose low-res neighbourhood has one sign without interpolating it.
     """
     b, k = low_res.shape[:2]
     flat = low_res.reshape(b * k, 1, *low_res.shape[-2:])
+    if tuple(input_size) == tuple(original_size) and image_size % low_res.shape[-1] == 0:
+        s = low_res.shape[-1]
+        factor = image_size // s
+        rows = min(s, -(-input_size[0] // factor) + 1)
+        cols = min(s, -(-input_size[1] // factor) + 1)
+        fast = _binary_upsample_integer(flat[:, 0, :rows, :cols], factor, threshold)
+        if fast is not None:
+            out = fast[:, : input_size[0], : input_size[1]]
+            return (out if out.is_contiguous() else out.contiguous()).view(b, k, *original_size)
     out = torch.empty((b * k, *original_size), dtype=torch.bool, device=low_res.device)
     for start in range(0, b * k, chunk):
         logits = upscale_masks(flat[start:start + chunk], input_size=input_size, original_size=original_size,
                                image_size=image_size)
         torch.gt(logits[:, 0], threshold, out=out[start:start + chunk])
     return out.view(b, k, *original_size)
+
+
+# Above this fraction of low-res pixels with a mixed-sign neighbourhood, plain interpolation is faster.
+_MIXED_FRACTION_LIMIT = 0.25
+
+
+def _block_weights(factor: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(9, factor*factor) bilinear weights (align_corners=False) of a low-res pixel's 3x3
+    neighbourhood on its factor x factor output block, taken from F.interpolate itself."""
+    basis = torch.eye(9, dtype=dtype, device=device).view(9, 1, 3, 3)
+    up = F.interpolate(basis, scale_factor=factor, mode="bilinear", align_corners=False)
+    return up[:, 0, factor:2 * factor, factor:2 * factor].reshape(9, factor * factor)
+
+
+def _all_3x3(mask: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) bool: True where the 3x3 neighbourhood (borders replicated) is all True."""
+    rows = mask.clone()
+    rows[:, 1:] &= mask[:, :-1]
+    rows[:, :-1] &= mask[:, 1:]
+    out = rows.clone()
+    out[:, :, 1:] &= rows[:, :, :-1]
+    out[:, :, :-1] &= rows[:, :, 1:]
+    return out
+
+
+def _binary_upsample_integer(x: torch.Tensor, factor: int, threshold: float) -> torch.Tensor | None:
+    """``F.interpolate(x, scale_factor=factor, bilinear, align_corners=False) > threshold`` for (N, h, w).
+
+    Each output pixel of the factor x factor block of low-res pixel (i, j) is a convex
+    combination of the 3x3 neighbourhood of (i, j) (borders replicated, as the interpolation
+    clamps), so where that neighbourhood is entirely above (or entirely at/below) the threshold
+    the whole block is True (False) without interpolating. Only mixed blocks are computed, from
+    the same weights. Returns None when too many blocks are mixed for this to pay off (e.g. the
+    noisy logits of random weights).
+    """
+    n, h, w = x.shape
+    probe = x[:: max(1, n // 8)]  # a cheap look at a few maps first: noisy logits bail out early
+    probe_above = probe > threshold
+    probe_mixed = ~(_all_3x3(probe_above) | _all_3x3(~probe_above))
+    if int(probe_mixed.sum()) > _MIXED_FRACTION_LIMIT * probe.numel():
+        return None
+    above = x > threshold
+    all_above = _all_3x3(above)
+    mixed = ~(all_above | _all_3x3(~above))
+    where = mixed.nonzero(as_tuple=True)
+    count = where[0].numel()
+    if count > _MIXED_FRACTION_LIMIT * x.numel():
+        return None
+    out = torch.empty((n, h, factor, w * factor), dtype=torch.bool, device=x.device)
+    # With factor 4 a block row is 4 bytes: write it as one int32 (0 or 0x01010101).
+    packed = factor == 4 and x.device.type == "cpu"
+    if packed:
+        words = out.view(torch.uint8).view(torch.int32)  # (N, h, 4, w)
+        words.copy_((all_above.to(torch.int32) * 0x01010101)[:, :, None, :].expand(n, h, 4, w))
+    else:
+        out.view(n, h, factor, w, factor).copy_(all_above[:, :, None, :, None].expand(n, h, factor, w, factor))
+    if count:
+        padded = F.pad(x[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+        stride = (h + 2) * (w + 2)
+        base = where[0] * stride + where[1] * (w + 2) + where[2]
+        offsets = torch.tensor([r * (w + 2) + c for r in range(3) for c in range(3)], device=x.device)
+        neighbourhoods = padded.reshape(-1)[base[:, None] + offsets]  # (M, 9)
+        values = (neighbourhoods @ _block_weights(factor, x.dtype, x.device)) > threshold  # (M, f*f)
+        if packed:
+            words[where[0], where[1], :, where[2]] = values.to(torch.uint8).view(torch.int32)  # (M, 4)
+        else:
+            out.view(n, h, factor, w, factor)[where[0], where[1], :, where[2], :] = values.view(-1, factor, factor)
+    return out.view(n, h * factor, w * factor)

@@ -2,11 +2,23 @@
 
 A small SAM (ViT at 128 px input, patch 16, width 96, depth 3; decoder width 96; 0.94 M
 parameters) trained from scratch on synthetic scenes (:mod:`samkit.train.synthetic`) with the
-paper's recipe (:mod:`samkit.train`) on the CPU, everything trained. To fit about ten minutes of
-a small shared CPU, each mask gets one prompting round by default (its first prompt: a point or a
-noisy box, 50/50) instead of the paper's 11; ``--iterations 11 --mask-only 2`` runs the full
-simulation. The training scenes are generated once (``--train-scenes``, in ``--workers``
-processes) and reused every epoch with fresh masks and prompts.
+paper's recipe (:mod:`samkit.train`) on the CPU, everything trained, in about ten minutes of a
+2-core CPU. Three choices differ from the fine-tuning defaults, each measured on held-out scenes:
+
+* the focal loss is unweighted (alpha -1 instead of RetinaNet's 0.25) and dice weighs 5 (focal
+  stays 20): with alpha 0.25 a model trained from scratch sits for hundreds of steps predicting
+  empty masks (held-out point mIoU after 300 steps: 0.15 vs 0.38);
+* 32 images per step: steps on this tiny model are dominated by per-operation overhead, so a
+  larger batch costs little more time (0.27 vs 0.18 s per step for 16 images with 2 threads) and
+  trains faster per second;
+* half of the training scenes are *plain* (solid colours, no noise): they teach matching colours
+  to the prompted shape sooner than textured scenes alone (point mIoU 0.51 vs 0.46 after 800
+  steps, held-out scenes textured as usual).
+
+Each mask gets one prompting round by default (its first prompt: a point or a noisy box, 50/50)
+instead of the paper's 11; ``--iterations 11 --mask-only 2`` runs the full simulation. The
+training scenes are generated once (``--train-scenes``, in ``--workers`` processes) and reused
+every epoch with fresh masks and prompts.
 
 It then measures single-point and box mIoU on held-out scenes (another seed) through
 :class:`samkit.Segmenter`, writes the checkpoint (Meta's format, with the SamConfig stored beside
@@ -31,7 +43,7 @@ import numpy as np
 import torch
 
 from samkit.modeling import build_sam, get_config
-from samkit.train import PromptSimulation, SyntheticScenes, TrainSettings, evaluate, train
+from samkit.train import PromptSimulation, SamLoss, SyntheticScenes, TrainSettings, evaluate, train
 from samkit.weights import save_checkpoint
 
 ASSETS = Path(__file__).resolve().parent.parent / "samkit" / "assets"
@@ -77,21 +89,27 @@ def _render(scenes: SyntheticScenes, indices: range) -> list:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=2000, help="optimiser steps")
+    p.add_argument("--steps", type=int, default=1800, help="optimiser steps")
     p.add_argument("--patch-size", type=int, default=16, help="ViT patch side (8: finer, about 2x slower)")
-    p.add_argument("--images-per-step", type=int, default=8)
+    p.add_argument("--images-per-step", type=int, default=32)
     p.add_argument("--masks-per-image", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--iterations", type=int, default=1, help="prompting rounds per mask (the paper: 11)")
     p.add_argument("--mask-only", type=int, default=0, help="rounds without a new point (the paper: 2)")
-    p.add_argument("--train-scenes", type=int, default=4000, help="scenes generated once and reused each epoch")
+    p.add_argument("--train-scenes", type=int, default=16000, help="scenes generated once and reused each epoch")
+    p.add_argument("--plain-fraction", type=float, default=0.5,
+                   help="share of plain training scenes (solid colours, no noise); held-out scenes have none")
     p.add_argument("--workers", type=int, default=2, help="processes generating the scenes")
     p.add_argument("--loss-resolution", choices=["low_res", "input"], default="low_res")
+    p.add_argument("--focal-alpha", type=float, default=-1.0,
+                   help="focal loss alpha (-1: unweighted; 0.25, RetinaNet's, stalls training from scratch)")
+    p.add_argument("--dice-weight", type=float, default=5.0, help="dice loss weight (focal weight stays 20)")
     p.add_argument("--val-scenes", type=int, default=200, help="held-out scenes for the final metrics")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared CPU)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 is fastest on a shared CPU)")
     p.add_argument("--out", type=Path, default=ASSETS / "tiny_synthetic.pth")
+    p.add_argument("--note", default="", help="how the machine was used during the run, stored in the JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -106,10 +124,12 @@ def main(argv: list[str] | None = None) -> dict:
     settings = TrainSettings(
         steps=args.steps, images_per_step=args.images_per_step, masks_per_image=args.masks_per_image, lr=args.lr,
         warmup_steps=args.warmup, schedule="cosine", train_image_encoder=True, loss_resolution=args.loss_resolution,
-        prompting=PromptSimulation(num_iterations=args.iterations, num_mask_only=args.mask_only), seed=args.seed)
+        prompting=PromptSimulation(num_iterations=args.iterations, num_mask_only=args.mask_only),
+        loss=SamLoss(focal_alpha=args.focal_alpha, dice_weight=args.dice_weight), seed=args.seed)
     size = (config.image_size, config.image_size)
     start = time.perf_counter()
-    train_set = SceneStore(SyntheticScenes(args.train_scenes, seed=args.seed, size=size), args.workers)
+    train_set = SceneStore(SyntheticScenes(args.train_scenes, seed=args.seed, size=size,
+                                           plain_probability=args.plain_fraction), args.workers)
     val_set = SyntheticScenes(args.val_scenes, seed=10_000 + args.seed, size=size)  # held out: another seed
     bar = None
     if not args.no_progress:
@@ -151,12 +171,12 @@ def main(argv: list[str] | None = None) -> dict:
         "config": config.to_dict(),
         "train_settings": settings.to_dict(),
         "train_scenes": {"generator": "samkit.train.SyntheticScenes", "num_scenes": len(train_set), "seed": args.seed,
-                         "size": list(size)},
+                         "size": list(size), "plain_probability": args.plain_fraction},
         "parameters": sum(p.numel() for p in model.parameters()),
         "checkpoint_bytes": args.out.stat().st_size,
         "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                     "torch_threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
-                    "note": "CPU shared with other jobs during the run; wall times are what was measured"},
+                    "note": args.note},
     }
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"metrics": metrics, "train_wall_seconds": report["train_wall_seconds"],

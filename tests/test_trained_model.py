@@ -3,7 +3,7 @@
 The model is small and briefly trained (held-out mIoU in ``samkit/assets/tiny_synthetic.json``,
 below the 0.85 / 0.90 aimed at), so the assertions are about behaviour — the clicked object and
 not its neighbour, a mask inside the box — with IoU floors about 0.1 below what this checkpoint
-measured on the scene here (point 0.68 / 0.68, box 0.78 / 0.71).
+measured on the plain scene here (point 0.93 / 0.90, box 0.90 / 0.90).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_a_point_on_a_shape_gives_that_shape(segmenter):
     out = segmenter.segment(segmenter.encode(image), points=clicks[:, None], labels=np.ones((2, 1)))
     best = out.best().masks[:, 0]
     ious = masks_iou(best, masks)
-    assert ious.min() >= 0.55, ious
+    assert ious.min() >= 0.8, ious
     # the mask belongs to the clicked shape, not to the other one
     assert masks_iou(best[::-1], masks).max() < 0.2
 
@@ -66,7 +66,7 @@ def test_a_box_gives_the_mask_inside_it(segmenter):
     boxes = mask_boxes(masks)
     out = segmenter.segment(segmenter.encode(image), boxes=boxes, multimask=False)
     predicted = out.masks[:, 0]
-    assert masks_iou(predicted, masks).min() >= 0.6
+    assert masks_iou(predicted, masks).min() >= 0.8
     for mask, (x0, y0, x1, y1) in zip(predicted, boxes.astype(int)):
         outside = mask.copy()
         outside[max(y0 - 4, 0):y1 + 4, max(x0 - 4, 0):x1 + 4] = False

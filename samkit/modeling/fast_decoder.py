@@ -13,8 +13,11 @@ can be folded into the few tokens instead ("absorbed"):
 Every image-token projection becomes a product with ``heads x Nt`` vectors instead of a
 C x C/2 matrix: per projection pair the cost falls from ``Ni*C*C`` to ``2*heads*Nt*Ni*C``
 multiply-adds (by count, 0.44x for SAM's 8 heads, ~7 tokens and C = 256), and the prompt-independent work of
-the first block is done once per image. Results match the plain path to float rounding
-(tests compare both with Meta's reference).
+the first block is done once per image. Per-prompt image tokens are never added to their
+positional encoding (``q . (x + pe)`` is split into a per-prompt and one shared product), the
+output projection's bias and the block's skip connection go into the same matrix product as
+the attention, so no (prompts x Ni x C) temporaries are made for them. Results match the plain
+path to float rounding, outputs and gradients (tests compare both, and with Meta's reference).
 """
 from __future__ import annotations
 
@@ -29,18 +32,50 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.view(b, n, num_heads, d // num_heads).transpose(1, 2)
 
 
-def token_to_image(attn: Attention, tokens_pe: torch.Tensor, image_pe: torch.Tensor,
-                   image: torch.Tensor) -> torch.Tensor:
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is active for ``device_type`` (in-place products would mix dtypes then)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device argument
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
+def _scores_with_positions(queries: torch.Tensor, image: torch.Tensor, image_pos: torch.Tensor) -> torch.Tensor:
+    """``queries @ (image + image_pos)^T`` without building ``image + image_pos`` per prompt.
+
+    Args:
+        queries: (B, R, C) query rows.
+        image: (B or 1, Ni, C) image tokens.
+        image_pos: (1 or B, Ni, C) positional encoding (usually shared by all prompts).
+
+    Returns:
+        (B, R, Ni) scores. With a shared ``image_pos`` its term is one matrix product for all
+        prompts, and the per-prompt image term is accumulated into it in place.
+    """
+    b, r, c = queries.shape
+    if image.shape[0] == 1:  # shared image: adding the positions once is cheap
+        return torch.matmul(queries, (image + image_pos).transpose(1, 2))
+    if image_pos.shape[0] == 1:
+        scores = torch.mm(queries.reshape(b * r, c), image_pos[0].transpose(0, 1)).view(b, r, -1)
+    else:
+        scores = torch.bmm(queries, image_pos.transpose(1, 2))
+    if _autocast_on(scores.device.type):
+        return torch.baddbmm(scores, queries, image.transpose(1, 2))
+    return scores.baddbmm_(queries, image.transpose(1, 2))
+
+
+def token_to_image(attn: Attention, tokens_pe: torch.Tensor, image: torch.Tensor,
+                   image_pos: torch.Tensor) -> torch.Tensor:
     """Tokens attend to image tokens without projecting the image tokens.
 
     Args:
         attn: the attention module (its weights are used).
         tokens_pe: (B, Nt, C) queries (tokens + their positional encoding).
-        image_pe: (B or 1, Ni, C) keys (image tokens + positional encoding).
         image: (B or 1, Ni, C) values (image tokens).
+        image_pos: (1 or B, Ni, C) positional encoding; the keys are ``image + image_pos``.
 
     Returns:
-        (B, Nt, C), equal to ``attn(tokens_pe, image_pe, image)``.
+        (B, Nt, C), equal to ``attn(tokens_pe, image + image_pos, image)``.
     """
     h = attn.num_heads
     b, nt, c = tokens_pe.shape
@@ -49,8 +84,7 @@ def token_to_image(attn: Attention, tokens_pe: torch.Tensor, image_pe: torch.Ten
     q = _heads(attn.q_proj(tokens_pe), h)  # (B, H, Nt, dh)
     w_k = attn.k_proj.weight.view(h, dh, c)  # (H, dh, C)
     q_eff = torch.einsum("bhtd,hdc->bhtc", q, w_k).reshape(b, h * nt, c) * dh ** -0.5
-    scores = torch.matmul(q_eff, image_pe.transpose(1, 2))  # (B, H*Nt, Ni)
-    probs = scores.softmax(dim=-1)
+    probs = _scores_with_positions(q_eff, image, image_pos).softmax(dim=-1)  # (B, H*Nt, Ni)
     pooled = torch.matmul(probs, image).view(b, h, nt, c)  # (B, H, Nt, C)
     w_v = attn.v_proj.weight.view(h, dh, c)
     out = torch.einsum("bhtc,hdc->bthd", pooled, w_v).reshape(b, nt, d) + attn.v_proj.bias
@@ -72,20 +106,26 @@ def shared_token_to_image(attn: Attention, tokens_pe: torch.Tensor, image_pe: to
     return attn.out_proj(out)
 
 
-def image_to_token(attn: Attention, image_pe: torch.Tensor, tokens_pe: torch.Tensor, tokens: torch.Tensor,
-                   *, image_q: torch.Tensor | None = None) -> torch.Tensor:
+def image_to_token(attn: Attention, image: torch.Tensor, image_pos: torch.Tensor, tokens_pe: torch.Tensor,
+                   tokens: torch.Tensor, *, image_q: torch.Tensor | None = None,
+                   residual: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
     """Image tokens attend to the prompt tokens without projecting the image tokens.
 
     Args:
         attn: the attention module.
-        image_pe: (B or 1, Ni, C) queries (image tokens + positional encoding).
+        image: (B or 1, Ni, C) image tokens; the queries are ``image + image_pos``.
+        image_pos: (1 or B, Ni, C) positional encoding.
         tokens_pe: (B, Nt, C) keys (tokens + positional encoding).
         tokens: (B, Nt, C) values.
-        image_q: optional precomputed ``attn.q_proj(image_pe)`` (1, Ni, d) shared by all prompts;
-            cheaper than absorbing when the image tokens are the same for every prompt.
+        image_q: optional precomputed ``attn.q_proj(image + image_pos)`` (1, Ni, d) shared by
+            all prompts; cheaper than absorbing when the image tokens are the same for every prompt.
+        residual: optional (B or 1, Ni, C) tensor added to the output in the same matrix
+            product (the block's skip connection).
+        inplace: allow updating a (B, Ni, C) ``residual`` in place when autograd is off (the
+            caller owns it and does not need it afterwards).
 
     Returns:
-        (B, Ni, C), equal to ``attn(image_pe, tokens_pe, tokens)``.
+        (B, Ni, C), equal to ``attn(image + image_pos, tokens_pe, tokens) (+ residual)``.
     """
     h = attn.num_heads
     b, nt, c = tokens_pe.shape
@@ -104,11 +144,18 @@ def image_to_token(attn: Attention, image_pe: torch.Tensor, tokens_pe: torch.Ten
         w_q = attn.q_proj.weight.view(h, dh, c)
         k_eff = torch.einsum("bhtd,hdc->bhtc", k, w_q).reshape(b, h * nt, c) * scale
         bias = torch.einsum("bhtd,hd->bht", k, attn.q_proj.bias.view(h, dh)).reshape(b, h * nt, 1) * scale
-        scores = torch.baddbmm(bias, k_eff, image_pe.expand(b, -1, -1).transpose(1, 2)).view(b, h, nt, -1)
+        scores = (_scores_with_positions(k_eff, image, image_pos) + bias).view(b, h, nt, -1)
     probs = scores.softmax(dim=2).reshape(b, h * nt, -1)  # (B, H*Nt, Ni)
     w_o = attn.out_proj.weight.view(c, h, dh)
-    values = torch.einsum("bhtd,chd->bhtc", v, w_o).reshape(b, h * nt, c)
-    return torch.baddbmm(attn.out_proj.bias.expand(b, 1, c), probs.transpose(1, 2), values)
+    # Each head's probabilities sum to 1 over the tokens, so adding out_proj.bias / heads to
+    # every value row adds exactly out_proj.bias to every output row (no broadcast copy).
+    values = torch.einsum("bhtd,chd->bhtc", v, w_o) + attn.out_proj.bias / h
+    values = values.reshape(b, h * nt, c)
+    if residual is None:
+        return torch.bmm(probs.transpose(1, 2), values)
+    if inplace and residual.shape[0] == b and not torch.is_grad_enabled() and not _autocast_on(residual.device.type):
+        return residual.baddbmm_(probs.transpose(1, 2), values)
+    return torch.baddbmm(residual.expand(b, -1, -1), probs.transpose(1, 2), values)
 
 
 def two_way_forward(transformer: TwoWayTransformer, image_embedding: torch.Tensor, image_pe: torch.Tensor,
@@ -120,28 +167,28 @@ def two_way_forward(transformer: TwoWayTransformer, image_embedding: torch.Tenso
     keys = image_embedding.flatten(2).transpose(1, 2)
     key_pe = image_pe.flatten(2).transpose(1, 2)
     queries = point_embedding
-    for i, layer in enumerate(transformer.layers):
+    for index, layer in enumerate(transformer.layers):
         if layer.skip_first_layer_pe:
             queries = layer.self_attn(queries, queries, queries)
         else:
             q = queries + point_embedding
             queries = queries + layer.self_attn(q, q, queries)
         queries = layer.norm1(queries)
-        keys_pe = keys + key_pe
         shared = keys.shape[0] == 1 and queries.shape[0] > 1
         cross = layer.cross_attn_token_to_image
+        back = layer.cross_attn_image_to_token
         if shared:  # plain projections of the shared image are cheaper, done once
+            keys_pe = keys + key_pe
             queries = queries + shared_token_to_image(cross, queries + point_embedding, keys_pe, keys)
+            image_q = back.q_proj(keys_pe)
         else:
-            queries = queries + token_to_image(layer.cross_attn_token_to_image, queries + point_embedding,
-                                               keys_pe, keys)
+            queries = queries + token_to_image(cross, queries + point_embedding, keys, key_pe)
+            image_q = None
         queries = layer.norm2(queries)
         queries = layer.norm3(queries + layer.mlp(queries))
-        back = layer.cross_attn_image_to_token
-        image_q = back.q_proj(keys_pe) if shared else None
-        attn_out = image_to_token(back, keys_pe, queries + point_embedding, queries, image_q=image_q)
-        keys = layer.norm4(keys + attn_out)
-    final = token_to_image(transformer.final_attn_token_to_image, queries + point_embedding, keys + key_pe, keys)
+        keys = layer.norm4(image_to_token(back, keys, key_pe, queries + point_embedding, queries, image_q=image_q,
+                                          residual=keys, inplace=index > 0))  # later keys are ours
+    final = token_to_image(transformer.final_attn_token_to_image, queries + point_embedding, keys, key_pe)
     queries = transformer.norm_final_attn(queries + final)
     return queries, keys
 

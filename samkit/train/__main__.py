@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--train-encoder", action="store_true", help="train the image encoder too")
     run.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     run.add_argument("--loss-resolution", choices=["low_res", "input"], default="low_res")
+    run.add_argument("--focal-alpha", type=float, default=0.25,
+                     help="focal loss alpha; -1 (unweighted) trains a model from scratch much sooner")
+    run.add_argument("--dice-weight", type=float, default=1.0, help="dice weight (focal weight is 20)")
     run.add_argument("--iterations", type=int, default=11, help="prompting rounds per mask")
     run.add_argument("--mask-only", type=int, default=2, help="rounds that add no point")
     run.add_argument("--box-probability", type=float, default=0.5)
@@ -139,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         prompting=PromptSimulation(num_iterations=args.iterations, num_mask_only=args.mask_only,
                                    box_probability=args.box_probability,
                                    embedding_probability=args.embedding_probability),
-        loss=SamLoss(), seed=args.seed, checkpoint_every=args.checkpoint_every, device=device)
+        loss=SamLoss(focal_alpha=args.focal_alpha, dice_weight=args.dice_weight), seed=args.seed,
+        checkpoint_every=args.checkpoint_every, device=device)
     train_set, val_set = load_datasets(args, model.image_encoder.img_size)
     bar = None
     if not args.no_progress:

@@ -63,10 +63,11 @@ def _pattern(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, kind: str
     return np.zeros_like(xx)
 
 
-def _background(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _background(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, plain: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
     h, w = xx.shape
     base = rng.uniform(0, 255, 3)
-    kind = rng.choice(["solid", "gradient", "stripes", "checker", "noise"])
+    kind = "solid" if plain else rng.choice(["solid", "gradient", "stripes", "checker", "noise"])
     if kind == "gradient":
         other = rng.uniform(0, 255, 3)
         angle = rng.uniform(0, 2 * np.pi)
@@ -103,7 +104,8 @@ def _shape_mask(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, size_r
 def synthetic_scene(rng: np.random.Generator, *, size: tuple[int, int] = (128, 128),
                     num_shapes: tuple[int, int] = (3, 6), shape_size: tuple[float, float] = (0.12, 0.35),
                     min_area: int = 40, noise_std: tuple[float, float] = (0.0, 10.0),
-                    min_colour_distance: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+                    min_colour_distance: float = 60.0, plain_probability: float = 0.0
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Paint one scene of overlapping shapes.
 
     Args:
@@ -115,6 +117,9 @@ def synthetic_scene(rng: np.random.Generator, *, size: tuple[int, int] = (128, 1
         noise_std: range of the per-image Gaussian noise std (0-255 scale).
         min_colour_distance: RGB distance a new shape colour keeps from the background and from
             earlier shapes (best of 12 draws when impossible).
+        plain_probability: chance that the scene is *plain*: solid background, solid shapes and
+            no noise (an easier scene, e.g. to mix into training data). 0 draws nothing extra, so
+            scenes are the same as without the argument.
 
     Returns:
         image (H, W, 3) uint8 RGB and masks (M, H, W) bool, the visible part of each shape in
@@ -122,7 +127,8 @@ def synthetic_scene(rng: np.random.Generator, *, size: tuple[int, int] = (128, 1
     """
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + np.float32(0.5)
-    image, bg_colour = _background(rng, xx, yy)
+    plain = plain_probability > 0 and rng.uniform() < plain_probability
+    image, bg_colour = _background(rng, xx, yy, plain)
     image = image.astype(np.float32)
     colours = [bg_colour]
     masks: list[np.ndarray] = []
@@ -132,7 +138,7 @@ def synthetic_scene(rng: np.random.Generator, *, size: tuple[int, int] = (128, 1
             continue
         colour = _colour(rng, colours, min_colour_distance)
         colours.append(colour)
-        texture = rng.choice(["solid", "solid", "stripes", "checker", "noise"])
+        texture = "solid" if plain else rng.choice(["solid", "solid", "stripes", "checker", "noise"])
         if texture == "solid":
             image[mask] = colour
         else:
@@ -140,7 +146,8 @@ def synthetic_scene(rng: np.random.Generator, *, size: tuple[int, int] = (128, 1
         for earlier in masks:
             earlier &= ~mask
         masks.append(mask)
-    image = image + np.float32(rng.uniform(*noise_std)) * rng.standard_normal(image.shape, dtype=np.float32)
+    if not plain:
+        image = image + np.float32(rng.uniform(*noise_std)) * rng.standard_normal(image.shape, dtype=np.float32)
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     kept = [m for m in masks if m.sum() >= min_area]
     stacked = np.stack(kept) if kept else np.zeros((0, h, w), dtype=bool)
@@ -159,6 +166,7 @@ class SyntheticScenes:
         shape_size: range of shape radius as a fraction of the shorter side.
         min_area: smallest visible mask kept, in pixels.
         noise_std: range of image noise std (0-255 scale).
+        plain_probability: share of plain scenes (see :func:`synthetic_scene`).
 
     Example:
         >>> train, held_out = SyntheticScenes(1000, seed=0), SyntheticScenes(100, seed=1)
@@ -172,6 +180,7 @@ class SyntheticScenes:
     shape_size: tuple[float, float] = (0.12, 0.35)
     min_area: int = 40
     noise_std: tuple[float, float] = (0.0, 10.0)
+    plain_probability: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_scenes < 1:
@@ -188,7 +197,8 @@ class SyntheticScenes:
             raise IndexError(f"scene index must lie in [0, {self.num_scenes}), got {index}")
         rng = np.random.default_rng([self.seed, index % self.num_scenes])
         return synthetic_scene(rng, size=self.size, num_shapes=self.num_shapes, shape_size=self.shape_size,
-                               min_area=self.min_area, noise_std=self.noise_std)
+                               min_area=self.min_area, noise_std=self.noise_std,
+                               plain_probability=self.plain_probability)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for i in range(self.num_scenes):

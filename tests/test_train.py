@@ -492,6 +492,11 @@ def test_train_validates_per_epoch_and_evaluate_reports_mious():
     metrics = evaluate(model, _scenes(2, seed=9))
     assert set(metrics) >= {"point_miou", "point_oracle_miou", "box_miou", "num_masks"}
     assert 0 <= metrics["point_miou"] <= metrics["point_oracle_miou"] <= 1 and 0 <= metrics["box_miou"] <= 1
+    bins = evaluate(model, _scenes(2, seed=9), area_bins=(500,))["by_area"]
+    assert [(b["min_area"], b["max_area"]) for b in bins] == [(0, 500), (500, None)]
+    assert sum(b["num_masks"] for b in bins) == metrics["num_masks"]
+    weighted = sum(b["num_masks"] * b["point_miou"] for b in bins if b["num_masks"]) / metrics["num_masks"]
+    assert abs(weighted - metrics["point_miou"]) < 1e-9
 
 
 def test_command_line_synthetic_run(tmp_path, capsys):

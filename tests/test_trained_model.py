@@ -71,3 +71,16 @@ def test_a_box_gives_the_mask_inside_it(segmenter):
         outside = mask.copy()
         outside[max(y0 - 4, 0):y1 + 4, max(x0 - 4, 0):x1 + 4] = False
         assert outside.sum() <= 0.05 * mask.sum()
+
+
+def test_evaluate_checkpoint_script_reports_overall_and_by_area(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("evaluate_checkpoint", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    metrics = module.main([str(CHECKPOINT), "--scenes", "3"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["num_masks"] == metrics["num_masks"] == sum(b["num_masks"] for b in metrics["by_area"]) > 0
+    assert 0.3 < metrics["point_miou"] <= 1 and 0.3 < metrics["box_miou"] <= 1

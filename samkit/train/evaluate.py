@@ -43,22 +43,24 @@ def masks_iou(predicted: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def evaluate(model: torch.nn.Module, dataset: Sequence[tuple[np.ndarray, np.ndarray]], *,
-             max_images: int | None = None) -> dict[str, Any]:
+             max_images: int | None = None, area_bins: Sequence[int] = (300, 1000, 2500)) -> dict[str, Any]:
     """Mean IoU over every mask of ``dataset`` with one point and with one box.
 
     Args:
         model: a SAM model; it is put in eval mode and left there.
         dataset: items ``(image (H, W, 3) uint8, masks (M, H, W) bool)``.
         max_images: evaluate the first ``max_images`` items only.
+        area_bins: mask-area edges in pixels for the breakdown in ``by_area``.
 
     Returns:
-        ``{"point_miou", "point_oracle_miou", "box_miou": float, "num_masks", "num_images": int}``;
-        the mIoUs are NaN when the dataset holds no mask.
+        ``{"point_miou", "point_oracle_miou", "box_miou": float, "num_masks", "num_images": int,
+        "by_area": [{"min_area", "max_area", "num_masks", "point_miou", "box_miou"}, ...]}``
+        (``max_area`` None for the last bin); mIoUs are NaN where there is no mask.
     """
     from samkit.segmenter import Segmenter
 
     segmenter = Segmenter(model.eval(), cache_size=0)
-    point, oracle, box = [], [], []
+    point, oracle, box, areas = [], [], [], []
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     for i in range(count):
         image, masks = dataset[i]
@@ -66,6 +68,7 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[tuple[np.ndarray, np.ndar
         masks = masks[masks.reshape(len(masks), -1).any(axis=1)]
         if len(masks) == 0:
             continue
+        areas.append(masks.reshape(len(masks), -1).sum(axis=1))
         embedding = segmenter.encode(image)
         clicks = interior_points(masks) - 0.5  # pixel centres -> pixel indices (XY)
         out = segmenter.segment(embedding, points=clicks[:, None], labels=np.ones((len(masks), 1)),
@@ -77,6 +80,15 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[tuple[np.ndarray, np.ndar
         box.append(masks_iou(out.masks, masks)[:, 0])
     mean = (lambda parts: float(np.concatenate(parts).mean()) if parts else float("nan"))
     metrics = {"point_miou": mean(point), "point_oracle_miou": mean(oracle), "box_miou": mean(box),
-               "num_masks": int(sum(len(p) for p in point)), "num_images": count}
+               "num_masks": int(sum(len(p) for p in point)), "num_images": count, "by_area": []}
+    all_areas = np.concatenate(areas) if areas else np.zeros(0)
+    edges = [0, *sorted(area_bins), None]
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (all_areas >= low) & (all_areas < high if high is not None else True)
+        metrics["by_area"].append({
+            "min_area": low, "max_area": high, "num_masks": int(inside.sum()),
+            "point_miou": float(np.concatenate(point)[inside].mean()) if inside.any() else float("nan"),
+            "box_miou": float(np.concatenate(box)[inside].mean()) if inside.any() else float("nan")})
     logger.info("evaluation: %s", metrics)
     return metrics
+

@@ -1,4 +1,4 @@
-"""Model weights: known checkpoints, one resolver, safe loading, architecture read from the keys.
+"""Model weights: one resolver, safe loading, architecture read from the keys.
 
 :func:`load_model` resolves ``source`` in this order; the first that applies wins:
 
@@ -12,7 +12,7 @@
 5. a known name (``vit_b``, ``vit_l``, ``vit_h``, or the official file name such as
    ``sam_vit_b_01ec64.pth``): read from the cache folder (``$SAMKIT_CACHE``, default
    ``~/.cache/samkit``), else downloaded from Meta's URL, checked against its SHA-256 and MD5,
-   then moved into the cache.
+   then moved into the cache (the registry and the download live in :mod:`samkit.pretrained`).
 
 Whatever the source, a checkpoint may be wrapped as ``{"model": sd}`` or ``{"state_dict": sd}``
 (other entries, such as optimizer state, are ignored); a prefix shared by *every* key among
@@ -30,24 +30,22 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import logging
 import os
 import pickle
 import re
 import tempfile
-import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, Union
+from typing import Any, NamedTuple, Union
 
 import torch
 from torch import nn
 
+from samkit.errors import CheckpointError, WeightsNotFoundError
 from samkit.modeling.config import SamConfig, get_config
+from samkit.pretrained import PRETRAINED_WEIGHTS, PretrainedWeights, cache_dir, download_weights
 
 __all__ = ["CHECKPOINT_SUFFIXES", "CheckpointError", "PRETRAINED_WEIGHTS", "PretrainedWeights", "ResolvedWeights",
            "STRIPPED_PREFIXES", "WeightsNotFoundError", "cache_dir", "download_weights", "infer_config",
@@ -64,49 +62,6 @@ WRAPPER_KEYS = ("model", "state_dict")
 STRIPPED_PREFIXES = ("module.", "_orig_mod.", "sam.", "model.")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 HF_HUB_PREFIX = "hf-hub:"
-_DOWNLOAD_TIMEOUT_S = 30.0
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is unreadable, unsafe, or does not match the architecture."""
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """The weights could not be found locally nor fetched."""
-
-
-@dataclass(frozen=True)
-class PretrainedWeights:
-    """Where a released checkpoint comes from; its architecture is ``CONFIGS[config_name]``."""
-
-    config_name: str
-    file_name: str
-    url: str
-    sha256: str | None
-    md5: str | None
-    license: str
-    hf_hub_id: str | None = None
-
-
-def _meta(config_name: str, file_name: str, sha256: str, md5: str, hf_hub_id: str) -> PretrainedWeights:
-    return PretrainedWeights(config_name, file_name, f"https://dl.fbaipublicfiles.com/segment_anything/{file_name}",
-                             sha256, md5, "Apache-2.0", hf_hub_id)
-
-
-# Meta publishes no SHA-256 for these files. The values are the ones public download scripts
-# verify against (e.g. micro-sam's util.py, Dockerfiles running `sha256sum -c`); the 6 hex digits
-# in each file name are the start of its MD5, which is checked too.
-PRETRAINED_WEIGHTS: dict[str, PretrainedWeights] = {
-    "vit_b": _meta("vit_b", "sam_vit_b_01ec64.pth",
-                   "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-                   "01ec64d29a2fca3f0661936605ae66f8", "facebook/sam-vit-base"),
-    "vit_l": _meta("vit_l", "sam_vit_l_0b3195.pth",
-                   "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-                   "0b3195507c641ddb6910d2bb5adee89c", "facebook/sam-vit-large"),
-    "vit_h": _meta("vit_h", "sam_vit_h_4b8939.pth",
-                   "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-                   "4b8939a88964f0f4ff5f5b2642c598a6", "facebook/sam-vit-huge"),
-}
 _BY_FILE_NAME = {w.file_name: name for name, w in PRETRAINED_WEIGHTS.items()}
 
 
@@ -116,11 +71,6 @@ class ResolvedWeights(NamedTuple):
     state_dict: StateDict
     config: SamConfig | None
     origin: str
-
-
-def cache_dir() -> Path:
-    """Folder of downloaded checkpoints: ``$SAMKIT_CACHE``, default ``~/.cache/samkit``."""
-    return Path(os.environ.get("SAMKIT_CACHE") or Path.home() / ".cache" / "samkit").expanduser()
 
 
 # --------------------------------------------------------------------------- loading
@@ -524,94 +474,3 @@ def write_random_checkpoint(path: str | os.PathLike, config: SamConfig | str = "
                 tensor.add_(0.02 * torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype))
     save_checkpoint(model, path, config=config)
     return model
-
-
-# --------------------------------------------------------------------------- download
-
-
-def download_weights(name: str, *, progress: bool = False) -> Path:
-    """Path of a known checkpoint in :func:`cache_dir`, downloading and verifying it if absent.
-
-    The download streams to a temporary file next to the target, is checked against the
-    registry's SHA-256 and MD5, then renamed into place (atomic on one filesystem).
-    """
-    if name not in PRETRAINED_WEIGHTS:
-        raise ValueError(f"unknown checkpoint {name!r}; expected one of {sorted(PRETRAINED_WEIGHTS)}")
-    weights = PRETRAINED_WEIGHTS[name]
-    target = cache_dir() / weights.file_name
-    if target.is_file():
-        logger.debug("using cached %s", target)
-        return target
-    hint = (f"Download it by hand from {weights.url} and put it at {target} (set SAMKIT_CACHE to use another "
-            "folder), or pass the file's path to load_model.")
-    logger.info("downloading %s to %s", weights.url, target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{weights.file_name}.", suffix=".partial")
-    except OSError as error:
-        raise WeightsNotFoundError(f"cannot write to the cache folder {target.parent}: {error}. {hint}") from error
-    try:
-        with os.fdopen(handle, "wb") as file:
-            writer = _HashingWriter(file)
-            try:
-                _fetch(weights.url, writer, progress=progress)
-            except (OSError, http.client.HTTPException) as error:
-                raise WeightsNotFoundError(f"cannot download {weights.file_name} from {weights.url} ({error}). "
-                                           f"{hint}") from error
-        for algorithm, expected in (("SHA-256", weights.sha256), ("MD5", weights.md5)):
-            got = writer.hexdigest(algorithm)
-            if expected is None:
-                logger.warning("no %s known for %s; the download is not verified", algorithm, weights.file_name)
-            elif got != expected:
-                raise CheckpointError(f"{algorithm} of the file downloaded from {weights.url} is {got}, expected "
-                                      f"{expected}; it was discarded. Retry, or: {hint}")
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-    return target
-
-
-class _HashingWriter:
-    """File wrapper that hashes what is written through it."""
-
-    def __init__(self, file: BinaryIO) -> None:
-        self._file = file
-        self._hashes = {"SHA-256": hashlib.sha256(), "MD5": hashlib.md5()}
-
-    def write(self, data: bytes) -> int:
-        for digest in self._hashes.values():
-            digest.update(data)
-        return self._file.write(data)
-
-    def hexdigest(self, algorithm: str) -> str:
-        return self._hashes[algorithm].hexdigest()
-
-
-def _fetch(url: str, destination: Any, *, progress: bool) -> None:
-    """Stream ``url`` into ``destination`` (has ``write``); raises OSError on network failure."""
-    request = urllib.request.Request(url, headers={"User-Agent": "samkit"})
-    with urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-        total = int(response.headers.get("Content-Length") or 0)
-        bar = _progress_bar(total, url.rsplit("/", 1)[-1]) if progress else None
-        written = 0
-        try:
-            while chunk := response.read(1 << 20):
-                destination.write(chunk)
-                written += len(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
-    if total and written != total:
-        raise OSError(f"connection closed after {written} of {total} bytes")
-
-
-def _progress_bar(total: int, description: str) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        logger.warning("progress=True needs tqdm (pip install tqdm); downloading without a progress bar")
-        return None
-    return tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024, desc=description)

@@ -1,6 +1,6 @@
 """samkit.weights: resolution order, safe loading, strict keys, architecture inference, downloads.
 
-No test touches the network: the downloader (``samkit.weights._fetch``) and
+No test touches the network: the downloader (``samkit.pretrained._fetch``) and
 ``huggingface_hub.snapshot_download`` are replaced, and SAMKIT_CACHE points at a temporary folder.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import build_reference
-from samkit import hf_mapping, weights
+from samkit import hf_mapping, pretrained, weights
 from samkit.modeling import build_sam
 from samkit.modeling.config import SamConfig, get_config
 from samkit.weights import CheckpointError, WeightsNotFoundError, infer_config, load_model
@@ -48,7 +48,7 @@ def write_hf_folder(folder: Path, model: torch.nn.Module) -> Path:
     return folder
 
 
-REAL_FETCH = weights._fetch
+REAL_FETCH = pretrained._fetch
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +60,7 @@ def offline(monkeypatch, tmp_path):
     def no_network(url, destination, *, progress):
         raise urllib.error.URLError("network disabled in tests")
 
-    monkeypatch.setattr(weights, "_fetch", no_network)
+    monkeypatch.setattr(pretrained, "_fetch", no_network)
 
 
 @pytest.fixture(scope="module")
@@ -351,7 +351,7 @@ def test_known_name_offline_says_what_to_put_where(tmp_path):
 
 
 def test_sha256_mismatch_is_detected(tmp_path, monkeypatch):
-    monkeypatch.setattr(weights, "_fetch", lambda url, destination, *, progress: destination.write(b"not SAM"))
+    monkeypatch.setattr(pretrained, "_fetch", lambda url, destination, *, progress: destination.write(b"not SAM"))
     with pytest.raises(CheckpointError, match="SHA-256 .* expected ec2df627"):
         load_model("vit_b")
     assert list((tmp_path / "cache").iterdir()) == []
@@ -370,7 +370,7 @@ def test_download_verifies_then_caches(tmp_path, monkeypatch, tiny):
         destination.write(data[:1000])
         destination.write(data[1000:])
 
-    monkeypatch.setattr(weights, "_fetch", fetch)
+    monkeypatch.setattr(pretrained, "_fetch", fetch)
     assert_same_weights(load_model("vit_l"), expected)
     assert urls == ["https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth"]
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["sam_vit_l_0b3195.pth"]
@@ -385,7 +385,7 @@ def test_download_streams_hashes_and_renames(tmp_path, monkeypatch, tiny, capsys
     entry = dataclasses.replace(weights.PRETRAINED_WEIGHTS["vit_h"], config_name="tiny", url=path.as_uri(),
                                 sha256=hashlib.sha256(data).hexdigest(), md5=hashlib.md5(data).hexdigest())
     monkeypatch.setitem(weights.PRETRAINED_WEIGHTS, "vit_h", entry)
-    monkeypatch.setattr(weights, "_fetch", REAL_FETCH)
+    monkeypatch.setattr(pretrained, "_fetch", REAL_FETCH)
     assert_same_weights(load_model("vit_h", progress=True), expected)
     assert (tmp_path / "cache" / "sam_vit_h_4b8939.pth").read_bytes() == data
     assert "tiny.pth" in capsys.readouterr().err  # the progress bar, named after the URL's file

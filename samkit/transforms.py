@@ -173,6 +173,13 @@ class CoordinateMap:
         return self.points_to_model(b.reshape(*b.shape[:-1], 2, 2)).reshape(b.shape)
 
 
+def _low_res_crop(side: int, image_size: int, input_size: tuple[int, int]) -> tuple[int, int, int]:
+    """Upsampling factor and the low-res rows/cols that cover ``input_size`` (one extra for the
+    bilinear neighbour at the crop edge)."""
+    factor = image_size // side
+    return factor, min(side, -(-input_size[0] // factor) + 1), min(side, -(-input_size[1] // factor) + 1)
+
+
 def upscale_masks(low_res: torch.Tensor, *, input_size: tuple[int, int], original_size: tuple[int, int],
                   image_size: int) -> torch.Tensor:
     """Low-res logits (B, K, s, s) -> logits (B, K, H, W) at the original image size.
@@ -181,10 +188,7 @@ def upscale_masks(low_res: torch.Tensor, *, input_size: tuple[int, int], origina
     resizing to ``original_size`` (bilinear, align_corners=False), but the padding is cropped
     at low resolution first (exactly: every kept output pixel reads the same inputs).
     """
-    s = low_res.shape[-1]
-    factor = image_size // s
-    rows = min(s, -(-input_size[0] // factor) + 1)
-    cols = min(s, -(-input_size[1] // factor) + 1)
+    factor, rows, cols = _low_res_crop(low_res.shape[-1], image_size, input_size)
     x = low_res[..., :rows, :cols]
     x = F.interpolate(x, size=(rows * factor, cols * factor), mode="bilinear", align_corners=False)
     x = x[..., : input_size[0], : input_size[1]]
@@ -205,10 +209,7 @@ def upscale_masks_binary(low_res: torch.Tensor, *, input_size: tuple[int, int], 
     b, k = low_res.shape[:2]
     flat = low_res.reshape(b * k, 1, *low_res.shape[-2:])
     if tuple(input_size) == tuple(original_size) and image_size % low_res.shape[-1] == 0:
-        s = low_res.shape[-1]
-        factor = image_size // s
-        rows = min(s, -(-input_size[0] // factor) + 1)
-        cols = min(s, -(-input_size[1] // factor) + 1)
+        factor, rows, cols = _low_res_crop(low_res.shape[-1], image_size, input_size)
         fast = _binary_upsample_integer(flat[:, 0, :rows, :cols], factor, threshold)
         if fast is not None:
             out = fast[:, : input_size[0], : input_size[1]]

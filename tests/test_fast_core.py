@@ -208,7 +208,8 @@ def test_absorbed_decoder_gradients_match_plain_and_input_is_kept(tiny_config, t
         img = image.clone().requires_grad_(True)
         queries, keys = transformer(img, pe, tokens)
         (queries.square().sum() + keys.expand(5, -1, -1).sin().sum()).backward()
-        grads = {n: torch.zeros_like(p) if p.grad is None else p.grad.clone() for n, p in transformer.named_parameters()}
+        grads = {n: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                 for n, p in transformer.named_parameters()}
         results[absorb] = (queries.detach(), keys.detach(), img.grad.clone(), grads)
     transformer.absorb_projections = True
     plain, fast = results[False], results[True]

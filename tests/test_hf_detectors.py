@@ -6,7 +6,6 @@ small vocabularies written here, the image processors with small sizes; they are
 """
 from __future__ import annotations
 
-import string
 import sys
 
 import numpy as np
@@ -24,56 +23,24 @@ from samkit.adapters.hf_detectors import (
 
 transformers = pytest.importorskip("transformers")
 
+from tiny_hf_models import save_tiny_grounding_dino, save_tiny_owl  # noqa: E402
+
 H, W = 30, 80  # non-square on purpose: OWLv2 pads it to 80 x 80
 GRID = 4  # 64-pixel model input / 16-pixel patches
 
 
-def clip_tokenizer():
-    # id 0 must not be the start token: OWL's query mask is input_ids[:, 0] > 0
-    vocab = {"!": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}
-    for c in string.ascii_lowercase + ".,'":
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    return transformers.CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16), len(vocab)
-
-
-def save_owl(folder, v2: bool):
-    tokenizer, vocab_size = clip_tokenizer()
-    text = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    vision = dict(image_size=64, patch_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                  num_attention_heads=2)
-    torch.manual_seed(0)
-    if v2:
-        model = transformers.Owlv2ForObjectDetection(
-            transformers.Owlv2Config(text_config=text, vision_config=vision, projection_dim=32))
-        image_processor = transformers.Owlv2ImageProcessor(size={"height": 64, "width": 64})
-        processor = transformers.Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer)
-    else:
-        model = transformers.OwlViTForObjectDetection(
-            transformers.OwlViTConfig(text_config=text, vision_config=vision, projection_dim=32))
-        image_processor = transformers.OwlViTImageProcessor(size={"height": 64, "width": 64},
-                                                            crop_size={"height": 64, "width": 64})
-        processor = transformers.OwlViTProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.fixture(scope="module")
 def owlv2_dir(tmp_path_factory):
-    return save_owl(tmp_path_factory.mktemp("owlv2"), v2=True)
+    return save_tiny_owl(tmp_path_factory.mktemp("owlv2"), v2=True)
 
 
 @pytest.fixture(scope="module")
 def owlvit_dir(tmp_path_factory):
-    return save_owl(tmp_path_factory.mktemp("owlvit"), v2=False)
+    return save_tiny_owl(tmp_path_factory.mktemp("owlvit"), v2=False)
 
 
 @pytest.fixture(scope="module")
 def grounding_dino_dir(tmp_path_factory):
-    from tiny_hf_models import save_tiny_grounding_dino
-
     return save_tiny_grounding_dino(tmp_path_factory.mktemp("gdino"), ["cat", "dog", "red", "car"], num_queries=10)
 
 

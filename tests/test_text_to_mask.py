@@ -12,7 +12,6 @@ answer, and with the trained ``samkit/assets/tiny_synthetic.pth`` when it is pre
 """
 from __future__ import annotations
 
-import string
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -197,36 +196,16 @@ def test_grounded_yolo_world_sets_classes_only_when_phrases_change(segmenter):
 # -- transformers detectors -----------------------------------------------------------------------
 transformers = pytest.importorskip("transformers")
 
-
-def clip_tokenizer(max_length=16):
-    vocab = {"!": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}
-    for c in string.ascii_lowercase + ".,'":
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    return transformers.CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length), len(vocab)
+from tiny_hf_models import clip_tokenizer, save_tiny_grounding_dino, save_tiny_owl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def owlv2_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("owlv2")
-    tokenizer, vocab_size = clip_tokenizer()
-    text = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    vision = dict(image_size=64, patch_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                  num_attention_heads=2)
-    torch.manual_seed(0)
-    transformers.Owlv2ForObjectDetection(transformers.Owlv2Config(text_config=text, vision_config=vision,
-                                                                  projection_dim=32)).save_pretrained(folder)
-    processor = transformers.Owlv2Processor(
-        image_processor=transformers.Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer=tokenizer)
-    processor.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_owl(tmp_path_factory.mktemp("owlv2"), v2=True)
 
 
 @pytest.fixture(scope="module")
 def grounding_dino_dir(tmp_path_factory):
-    from tiny_hf_models import save_tiny_grounding_dino
-
     return save_tiny_grounding_dino(tmp_path_factory.mktemp("gdino"), ["cat", "dog", "wheel"], num_queries=6)
 
 

@@ -76,7 +76,8 @@ def test_multimask_backpropagates_only_the_lowest_loss():
     assert parts["iou"][0].tolist() == pytest.approx([0.5, 1.0, 0.5])
     # the chosen output is (nearly) perfect: only the IoU MSE remains
     expected_iou_mse = ((0.5 - 0.5) ** 2 + (0.5 - 1.0) ** 2 + (0.5 - 0.5) ** 2) / 3
-    assert float(loss.detach()) == pytest.approx(expected_iou_mse + 20 * float(parts["focal"]) + float(parts["dice"]), rel=1e-5)
+    expected = expected_iou_mse + 20 * float(parts["focal"]) + float(parts["dice"])
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     loss.sum().backward()
     assert logits.grad[0, 0].abs().sum() == 0 and logits.grad[0, 2].abs().sum() == 0
     assert iou_pred.grad.abs().sum() > 0

@@ -1,7 +1,47 @@
 """Tiny random transformers detectors saved with processors built offline (shared by several test files)."""
 from __future__ import annotations
 
+import string
+
 import torch
+
+
+def clip_tokenizer(max_length: int = 16):
+    """A CLIP BPE tokenizer over single letters (no merges), and its vocabulary size."""
+    import transformers
+
+    # id 0 must not be the start token: OWL's query mask is input_ids[:, 0] > 0
+    vocab = {"!": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}
+    for c in string.ascii_lowercase + ".,'":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    return transformers.CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length), len(vocab)
+
+
+def save_tiny_owl(folder, *, v2: bool = True) -> str:
+    """A random OWLv2 (or OWL-ViT) with a 64-pixel input and its processor, saved to ``folder``."""
+    import transformers
+
+    tokenizer, vocab_size = clip_tokenizer()
+    text = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    vision = dict(image_size=64, patch_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2)
+    torch.manual_seed(0)
+    if v2:
+        model = transformers.Owlv2ForObjectDetection(
+            transformers.Owlv2Config(text_config=text, vision_config=vision, projection_dim=32))
+        image_processor = transformers.Owlv2ImageProcessor(size={"height": 64, "width": 64})
+        processor = transformers.Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    else:
+        model = transformers.OwlViTForObjectDetection(
+            transformers.OwlViTConfig(text_config=text, vision_config=vision, projection_dim=32))
+        image_processor = transformers.OwlViTImageProcessor(size={"height": 64, "width": 64},
+                                                            crop_size={"height": 64, "width": 64})
+        processor = transformers.OwlViTProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
 
 
 def save_tiny_grounding_dino(folder, extra_words: list[str], *, num_queries: int = 10) -> str:

@@ -81,14 +81,14 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[tuple[np.ndarray, np.ndar
     mean = (lambda parts: float(np.concatenate(parts).mean()) if parts else float("nan"))
     metrics = {"point_miou": mean(point), "point_oracle_miou": mean(oracle), "box_miou": mean(box),
                "num_masks": int(sum(len(p) for p in point)), "num_images": count, "by_area": []}
-    all_areas = np.concatenate(areas) if areas else np.zeros(0)
+    all_areas, all_point, all_box = (np.concatenate(parts) if parts else np.zeros(0) for parts in (areas, point, box))
     edges = [0, *sorted(area_bins), None]
     for low, high in zip(edges[:-1], edges[1:]):
         inside = (all_areas >= low) & (all_areas < high if high is not None else True)
         metrics["by_area"].append({
             "min_area": low, "max_area": high, "num_masks": int(inside.sum()),
-            "point_miou": float(np.concatenate(point)[inside].mean()) if inside.any() else float("nan"),
-            "box_miou": float(np.concatenate(box)[inside].mean()) if inside.any() else float("nan")})
+            "point_miou": float(all_point[inside].mean()) if inside.any() else float("nan"),
+            "box_miou": float(all_box[inside].mean()) if inside.any() else float("nan")})
     logger.info("evaluation: %s", metrics)
     return metrics
 

@@ -134,6 +134,20 @@ def test_first_point_is_uniform_over_the_mask():
     assert 150 < hits.count((1.0, 1.0)) < 250
 
 
+def test_points_cover_every_pixel_of_irregular_masks_equally():
+    """Many masks at once, ragged rows (single pixels, gaps, full rows): each True pixel equally often."""
+    base = torch.zeros(7, 9, dtype=torch.bool)
+    base[0, 8] = base[2, 0:9] = base[3, [1, 4, 7]] = base[6, 0] = base[6, 5] = True  # 15 pixels
+    masks = base.expand(3000, 7, 9)
+    pts = sample_points_in_masks(masks, torch.Generator().manual_seed(1)).long()
+    assert base[pts[:, 1], pts[:, 0]].all()
+    counts = torch.bincount(pts[:, 1] * 9 + pts[:, 0], minlength=63)[base.flatten()]
+    assert counts.numel() == 15 and (counts > 0).all()
+    expected = 3000 / 15
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 36.1  # 14 degrees of freedom, p = 0.001
+
+
 def test_empty_mask_is_an_error():
     with pytest.raises(ValueError, match="must not be empty"):
         sample_points_in_masks(torch.zeros(2, 3, 3, dtype=torch.bool))
@@ -411,6 +425,38 @@ def test_interactive_loss_paths(kind):
     assert 0 <= stats["first_iou"] <= 1 and 0 <= stats["last_iou"] <= 1
     grad = model.embedding_prompt.proj.layers[0].weight.grad
     assert (grad is not None and grad.abs().sum() > 0) == (kind == "embedding")
+
+
+def test_shared_decoder_calls_equal_one_call_per_mask(monkeypatch):
+    """Points, boxes and embeddings sharing decoder calls give the same loss and gradients as one call per mask."""
+    torch.manual_seed(0)
+    model = build_sam(_config(embedding_prompt_dim=8))
+    batch = _batch(model, list(_scenes(3)), embed_crops=lambda image, masks: (np.ones((len(masks), 8)),
+                                                                              np.arange(len(masks))))
+    prompting = PromptSimulation(num_iterations=3, num_mask_only=1, box_probability=0.5, embedding_probability=0.3)
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        features = model.image_encoder(batch.images)
+        loss, stats = interactive_loss(model, features, batch, prompting=prompting,
+                                       generator=torch.Generator().manual_seed(3))
+        loss.backward()
+        return loss.detach(), stats, model.mask_decoder.output_upscaling[0].weight.grad.clone()
+
+    shared = run()
+    original, sizes = model.mask_decoder.predict_masks, []
+
+    def one_by_one(image, pe, sparse, dense, **kw):
+        sizes.append(len(sparse))
+        outs = [original(image[i:i + 1], pe, sparse[i:i + 1], dense[i:i + 1], **kw) for i in range(len(sparse))]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    monkeypatch.setattr(model.mask_decoder, "predict_masks", one_by_one)
+    single = run()
+    assert max(sizes) > 1  # the first run shared calls between masks
+    torch.testing.assert_close(shared[0], single[0], rtol=1e-5, atol=1e-6)
+    assert shared[1] == pytest.approx(single[1], rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(shared[2], single[2], rtol=1e-4, atol=1e-6)
 
 
 def test_frozen_encoder_gets_no_gradient():

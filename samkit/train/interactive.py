@@ -110,11 +110,14 @@ def interactive_loss(model: torch.nn.Module, features: torch.Tensor, batch: Trai
         next_logits = targets.new_zeros((num, low_res, low_res))
         round_loss = total.new_zeros(())
         best_iou = targets.new_zeros(num)
+        # Prompts of each kind, then one decoder call per sparse-token count: a first point (plus
+        # the not-a-point pad) and a box have the same count in every round, so points and boxes
+        # share one call (the same per-mask arithmetic as separate calls, half the operator calls).
+        calls: dict[int, list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
         for kind in (FIRST_POINT, FIRST_BOX, FIRST_EMBEDDING):
             idx = (kinds == kind).nonzero().flatten()
             if idx.numel() == 0:
                 continue
-            multimask = round_index == 0 and kind != FIRST_BOX
             pts, labs = points[idx], labels[idx]
             if kind == FIRST_POINT:
                 pts = torch.cat([first_points[idx, None], pts], dim=1)
@@ -123,21 +126,35 @@ def interactive_loss(model: torch.nn.Module, features: torch.Tensor, batch: Trai
             box_arg = boxes[idx] if kind == FIRST_BOX else None
             mask_arg = previous[idx, None] if previous is not None and prompting.mask_prompt else None
             sparse, dense = encoder(point_arg, box_arg, mask_arg)
+            sparse, dense = sparse.expand(len(idx), -1, -1), dense.expand(len(idx), -1, -1, -1)
             if kind == FIRST_EMBEDDING:
                 tokens = model.embedding_prompt(batch.embeddings[idx])
-                sparse = torch.cat([sparse.expand(len(idx), -1, -1), tokens.to(sparse.dtype)], dim=1)
-            logits, iou_pred = decoder(features[batch.image_index[idx]], dense_pe, sparse, dense, multimask)
-            loss_logits = logits
-            if loss_resolution == "input":
-                loss_logits = F.interpolate(logits.float(), size=(size, size), mode="bilinear", align_corners=False)
-            group_loss, parts = loss(loss_logits, iou_pred, targets[idx], multimask=multimask)
-            round_loss = round_loss + group_loss.sum()
-            by_score = iou_pred.detach().argmax(dim=1)
-            rows = torch.arange(len(idx), device=logits.device)
-            next_logits[idx] = logits.detach()[rows, by_score].float()
-            best_iou[idx] = parts["iou"][rows, by_score]
-            for key in sums:
-                sums[key] += float(parts[key].sum())
+                sparse = torch.cat([sparse, tokens.to(sparse.dtype)], dim=1)
+            calls.setdefault(sparse.shape[1], []).append((kind, idx, sparse, dense))
+        for members in calls.values():
+            idx_all = torch.cat([m[1] for m in members])
+            sparse = torch.cat([m[2] for m in members]) if len(members) > 1 else members[0][2]
+            dense = torch.cat([m[3] for m in members]) if len(members) > 1 else members[0][3]
+            all_logits, all_iou = decoder.predict_masks(features[batch.image_index[idx_all]], dense_pe, sparse, dense)
+            offset = 0
+            for kind, idx, _, _ in members:
+                multimask = round_index == 0 and kind != FIRST_BOX
+                sel = decoder.output_selection(multimask)
+                logits = all_logits[offset:offset + len(idx), sel]
+                iou_pred = all_iou[offset:offset + len(idx), sel]
+                offset += len(idx)
+                loss_logits = logits
+                if loss_resolution == "input":
+                    loss_logits = F.interpolate(logits.float(), size=(size, size), mode="bilinear",
+                                                align_corners=False)
+                group_loss, parts = loss(loss_logits, iou_pred, targets[idx], multimask=multimask)
+                round_loss = round_loss + group_loss.sum()
+                by_score = iou_pred.detach().argmax(dim=1)
+                rows = torch.arange(len(idx), device=logits.device)
+                next_logits[idx] = logits.detach()[rows, by_score].float()
+                best_iou[idx] = parts["iou"][rows, by_score]
+                for key in sums:
+                    sums[key] += float(parts[key].sum())
         total = total + round_loss / num
         previous = next_logits
         if round_index == 0:

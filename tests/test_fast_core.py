@@ -224,6 +224,33 @@ def test_absorbed_decoder_gradients_match_plain_and_input_is_kept(tiny_config, t
     torch.testing.assert_close(no_grad_out[0], fast[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [1, 3, None])
+def test_blocked_upscaling_equals_batched(tiny_config, tiny_state_dict, rows, monkeypatch):
+    """Inference upscaling in cache-sized row blocks (one row, a ragged last block, one block)
+    writes exactly the values of the batched path autograd uses, and agrees with the conv path."""
+    from samkit.modeling import fast_decoder
+
+    model = build_sam(tiny_config)
+    model.load_state_dict(tiny_state_dict)
+    decoder = model.mask_decoder
+    gen = torch.Generator().manual_seed(5)
+    h, w = model.prompt_encoder.image_embedding_size
+    keys = torch.randn(3, h * w, tiny_config.prompt_embed_dim, generator=gen)
+    tokens = torch.randn(3, decoder.num_mask_tokens, tiny_config.prompt_embed_dim, generator=gen)
+    batched = fast_decoder.upscale_and_predict(decoder, keys, tokens, (h, w), range(1, 4)).detach()
+    c2 = decoder.output_upscaling[3].out_channels
+    assert h % 3 != 0  # rows=3 leaves a ragged last block; None: one block per prompt
+    monkeypatch.setattr(fast_decoder, "_BLOCK_VALUES", (rows or h) * w * 16 * c2)
+    with torch.no_grad():
+        blocked = fast_decoder.upscale_and_predict(decoder, keys, tokens, (h, w), range(1, 4))
+        decoder.fused_upscaling = False
+        conv = decoder.masks_from_tokens(keys, tokens, (h, w), range(1, 4))
+        decoder.fused_upscaling = True
+    assert blocked.shape == (3, 3, 4 * h, 4 * w)
+    torch.testing.assert_close(blocked, batched, atol=0, rtol=0)
+    torch.testing.assert_close(blocked, conv, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("factor", [2, 3, 4, 5, 8])
 @pytest.mark.parametrize("threshold", [0.0, 0.3])
 def test_sign_skip_upsampling_is_exact(factor, threshold, monkeypatch):

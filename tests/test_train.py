@@ -407,7 +407,7 @@ def test_training_steps_decrease_the_loss():
     assert losses[-1] < 0.85 * losses[0] and losses[-1] < losses[1]
 
 
-@pytest.mark.parametrize("kind", ["point", "box", "embedding", "input_resolution"])
+@pytest.mark.parametrize("kind", ["point", "box", "embedding", "input_resolution", "soft_targets"])
 def test_interactive_loss_paths(kind):
     torch.manual_seed(0)
     model = build_sam(_config(embedding_prompt_dim=8))
@@ -418,7 +418,8 @@ def test_interactive_loss_paths(kind):
                                  embedding_probability=rows)
     features = model.image_encoder(batch.images)
     loss, stats = interactive_loss(model, features, batch, prompting=prompting,
-                                   loss_resolution="input" if kind == "input_resolution" else "low_res",
+                                   loss_resolution={"input_resolution": "input",
+                                                    "soft_targets": "low_res_soft"}.get(kind, "low_res"),
                                    generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
@@ -457,6 +458,34 @@ def test_shared_decoder_calls_equal_one_call_per_mask(monkeypatch):
     torch.testing.assert_close(shared[0], single[0], rtol=1e-5, atol=1e-6)
     assert shared[1] == pytest.approx(single[1], rel=1e-5, abs=1e-6)
     torch.testing.assert_close(shared[2], single[2], rtol=1e-4, atol=1e-6)
+
+
+def test_soft_targets_are_cell_fractions_and_their_logits_are_optimal():
+    """low_res_soft: targets are covered fractions; at t = 0.5 the focal loss is flat at logit 0."""
+    logits = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    targets = torch.full((1, 2, 2), 0.5)
+    focal_loss(logits, targets[:, None], alpha=-1).sum().backward()
+    assert logits.grad.abs().max() < 1e-7
+    torch.manual_seed(0)
+    model = build_sam(_config())
+    batch = _batch(model, list(_scenes(2)))
+    features = model.image_encoder(batch.images).detach()
+    seen = {}
+
+    def spy(logits, iou_pred, targets, *, multimask):
+        seen.setdefault("targets", []).append(targets)
+        return SamLoss()(logits, iou_pred, targets, multimask=multimask)
+
+    interactive_loss(model, features, batch, prompting=PromptSimulation(num_iterations=1, num_mask_only=0),
+                     loss=spy, loss_resolution="low_res_soft", generator=torch.Generator().manual_seed(0))
+    targets = torch.cat(seen["targets"])
+    fractional = (targets > 0) & (targets < 1)
+    assert fractional.any() and targets.min() >= 0 and targets.max() <= 1
+    low = model.prompt_encoder.mask_input_size[0]
+    expected = torch.nn.functional.interpolate(batch.masks.float()[:, None], size=(low, low), mode="area")[:, 0]
+    assert sorted(targets.sum((1, 2)).tolist()) == pytest.approx(sorted(expected.sum((1, 2)).tolist()), rel=1e-5)
+    with pytest.raises(ValueError, match="loss_resolution must be one of"):
+        TrainSettings(loss_resolution="soft")
 
 
 def test_frozen_encoder_gets_no_gradient():

@@ -84,3 +84,24 @@ def test_evaluate_checkpoint_script_reports_overall_and_by_area(capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["num_masks"] == metrics["num_masks"] == sum(b["num_masks"] for b in metrics["by_area"]) > 0
     assert 0.3 < metrics["point_miou"] <= 1 and 0.3 < metrics["box_miou"] <= 1
+
+
+def test_target_ceiling_script_orders_the_bounds(capsys):
+    """Fractions keep more of a mask than thresholded cells; both bounds are IoUs, finer grids are higher."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "target_ceiling.py"
+    spec = importlib.util.spec_from_file_location("target_ceiling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    coarse = module.main(["--scenes", "6"])
+    fine = module.main(["--scenes", "6", "--low-res", "64"])
+    assert "thresholded" in capsys.readouterr().out
+    assert 0.5 < coarse["thresholded"] < coarse["fractions"] < 1
+    assert coarse["thresholded"] < fine["thresholded"] and coarse["fractions"] < fine["fractions"]
+    import torch
+
+    square = torch.zeros(1, 32, 32, dtype=torch.bool)
+    square[0, 8:24, 8:24] = True  # aligned with 4-px cells: both kinds agree; bilinear rounds off 4 corner pixels
+    assert float(module.ceiling(square, 8, "thresholded")[0]) == float(module.ceiling(square, 8, "fractions")[0])
+    assert float(module.ceiling(square, 8, "fractions")[0]) == pytest.approx(252 / 256)

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine")
     run.add_argument("--train-encoder", action="store_true", help="train the image encoder too")
     run.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    run.add_argument("--loss-resolution", choices=["low_res", "input"], default="low_res")
+    run.add_argument("--loss-resolution", choices=["low_res", "low_res_soft", "input"], default="low_res")
     run.add_argument("--focal-alpha", type=float, default=0.25,
                      help="focal loss alpha; -1 (unweighted) trains a model from scratch much sooner")
     run.add_argument("--dice-weight", type=float, default=1.0, help="dice weight (focal weight is 20)")

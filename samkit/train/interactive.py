@@ -24,9 +24,11 @@ from .data import TrainBatch
 from .losses import SamLoss
 from .prompting import PromptSimulation, noisy_boxes, point_schedule, sample_error_points, sample_points_in_masks
 
-__all__ = ["FIRST_POINT", "FIRST_BOX", "FIRST_EMBEDDING", "interactive_loss", "first_prompt_kinds"]
+__all__ = ["FIRST_POINT", "FIRST_BOX", "FIRST_EMBEDDING", "LOSS_RESOLUTIONS", "interactive_loss",
+           "first_prompt_kinds"]
 
 FIRST_POINT, FIRST_BOX, FIRST_EMBEDDING = 0, 1, 2
+LOSS_RESOLUTIONS = ("low_res", "low_res_soft", "input")
 
 
 def first_prompt_kinds(num_masks: int, prompting: PromptSimulation, has_embedding: torch.Tensor | None = None,
@@ -64,7 +66,8 @@ def interactive_loss(model: torch.nn.Module, features: torch.Tensor, batch: Trai
         batch: the masks, in model input pixels, and which image each belongs to.
         prompting: the simulation settings.
         loss: the loss settings.
-        loss_resolution: ``"low_res"`` (the logits' 4x-grid resolution) or ``"input"`` (logits
+        loss_resolution: ``"low_res"`` (the logits' 4x-grid resolution, targets thresholded),
+            ``"low_res_soft"`` (same grid, targets the covered fraction of each cell) or ``"input"`` (logits
             upsampled to the model input).
         generator: CPU torch RNG for every random draw (prompts, schedule).
 
@@ -73,8 +76,8 @@ def interactive_loss(model: torch.nn.Module, features: torch.Tensor, batch: Trai
         (mean IoU of the highest-scoring output in the first and last round, at the loss
         resolution), ``focal``, ``dice``, ``iou_mse`` (means over rounds).
     """
-    if loss_resolution not in ("low_res", "input"):
-        raise ValueError(f"loss_resolution must be 'low_res' or 'input', got {loss_resolution!r}")
+    if loss_resolution not in LOSS_RESOLUTIONS:
+        raise ValueError(f"loss_resolution must be one of {LOSS_RESOLUTIONS}, got {loss_resolution!r}")
     masks = batch.masks.bool()
     num, size = masks.shape[0], masks.shape[-1]
     encoder, decoder = model.prompt_encoder, model.mask_decoder
@@ -82,7 +85,9 @@ def interactive_loss(model: torch.nn.Module, features: torch.Tensor, batch: Trai
     if loss_resolution == "input":
         targets = masks.float()
     else:
-        targets = (F.interpolate(masks.float()[:, None], size=(low_res, low_res), mode="area")[:, 0] >= 0.5).float()
+        targets = F.interpolate(masks.float()[:, None], size=(low_res, low_res), mode="area")[:, 0]
+        if loss_resolution == "low_res":
+            targets = (targets >= 0.5).float()
     kinds = first_prompt_kinds(num, prompting, batch.has_embedding, generator).to(masks.device)
     if (kinds == FIRST_EMBEDDING).any() and getattr(model, "embedding_prompt", None) is None:
         raise ValueError("the batch has embedding prompts but the model has no embedding prompt path; build it with "

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .data import TrainBatch, prepare_batch
-from .interactive import interactive_loss
+from .interactive import LOSS_RESOLUTIONS, interactive_loss
 from .losses import SamLoss
 from .prompting import PromptSimulation
 
@@ -54,7 +54,7 @@ class TrainSettings:
         grad_clip: max gradient norm, or None.
         train_image_encoder: train the ViT too; False freezes it (decoder-only fine-tuning).
         autocast_dtype: ``"bfloat16"`` to run forward passes under autocast, or None (float32).
-        loss_resolution: ``"low_res"`` or ``"input"`` (see :mod:`samkit.train.losses`).
+        loss_resolution: ``"low_res"``, ``"low_res_soft"`` or ``"input"`` (see :mod:`samkit.train.losses`).
         prompting: the simulated prompting.
         loss: the loss weights.
         seed: seeds the data order, mask sampling and prompt draws.
@@ -91,8 +91,8 @@ class TrainSettings:
             raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
         if self.autocast_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {self.autocast_dtype!r}")
-        if self.loss_resolution not in ("low_res", "input"):
-            raise ValueError(f"loss_resolution must be 'low_res' or 'input', got {self.loss_resolution!r}")
+        if self.loss_resolution not in LOSS_RESOLUTIONS:
+            raise ValueError(f"loss_resolution must be one of {LOSS_RESOLUTIONS}, got {self.loss_resolution!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (nested settings as dicts)."""

@@ -151,7 +151,7 @@ def test_smoothing_removes_single_sample_spike():
 @pytest.mark.parametrize("method", ["idt", "ivt"])
 def test_out_of_frame_fixations_dropped_and_logged(method, caplog):
     samples, windows = make_trace()
-    with caplog.at_level(logging.INFO, logger="samkit.adapters.gaze"):
+    with caplog.at_level(logging.INFO, logger="samkit.adapters.fixations"):
         fixations = detect_fixations(samples, method, frame_size=(480, 350))
     check(fixations, samples, [windows[0], windows[2]])  # (400, 250) has x > W = 350
     assert "dropped 1 of 3" in caplog.text

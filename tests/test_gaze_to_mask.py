@@ -210,15 +210,9 @@ def gaze_samples():
     return np.stack([t, x, y], axis=1)[keep]
 
 
-try:  # written concurrently; only these tests depend on it
-    from samkit.adapters import gaze
-except ImportError:
-    gaze = None
-HAS_GAZE = gaze is not None and all(hasattr(gaze, name) for name in
-                                    ("GazeAdapter", "detect_fixations", "fixations_to_prompts"))
+from samkit.adapters import gaze  # noqa: E402  (beside the tests that use it)
 
 
-@pytest.mark.skipif(not HAS_GAZE, reason="samkit.adapters.gaze is not complete yet")
 def test_gaze_adapter_end_to_end(frames, tiny_model):
     adapter = gaze.GazeAdapter(method="idt", min_duration=0.1)
     spy = Spy(samkit.Segmenter(tiny_model))
@@ -241,7 +235,6 @@ def test_gaze_adapter_end_to_end(frames, tiny_model):
             np.testing.assert_array_equal(a.masks, c.masks)
 
 
-@pytest.mark.skipif(not HAS_GAZE, reason="samkit.adapters.gaze is not complete yet")
 def test_gaze_adapter_uses_fps(frames):
     adapter = gaze.GazeAdapter()
     out = GazeToMask(LeftHalfSegmenter(), adapter, fps=10)(frames, gaze_samples())

@@ -442,7 +442,8 @@ def test_shared_decoder_calls_equal_one_call_per_mask(monkeypatch):
         loss, stats = interactive_loss(model, features, batch, prompting=prompting,
                                        generator=torch.Generator().manual_seed(3))
         loss.backward()
-        return loss.detach(), stats, model.mask_decoder.output_upscaling[0].weight.grad.clone()
+        return (loss.detach(), stats, model.mask_decoder.output_upscaling[0].weight.grad.clone(),
+                model.prompt_encoder.no_mask_embed.weight.grad.clone())
 
     shared = run()
     original, sizes = model.mask_decoder.predict_masks, []
@@ -458,6 +459,7 @@ def test_shared_decoder_calls_equal_one_call_per_mask(monkeypatch):
     torch.testing.assert_close(shared[0], single[0], rtol=1e-5, atol=1e-6)
     assert shared[1] == pytest.approx(single[1], rel=1e-5, abs=1e-6)
     torch.testing.assert_close(shared[2], single[2], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(shared[3], single[3], rtol=1e-4, atol=1e-6)  # through the shared no-mask broadcast
 
 
 def test_soft_targets_are_cell_fractions_and_their_logits_are_optimal():

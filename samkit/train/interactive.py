@@ -54,6 +54,16 @@ def _valid_regions(batch: TrainBatch, size: int) -> torch.Tensor:
     return (rows[None, :, None] < h[:, None, None]) & (rows[None, None, :] < w[:, None, None])
 
 
+def _concat_dense(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate (n_i, C, h, w) dense prompt embeddings; broadcasts of one no-mask embedding stay a broadcast."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    if all(p.stride(0) == 0 and p.data_ptr() == first.data_ptr() and p.stride() == first.stride() for p in parts):
+        return first[:1].expand(sum(len(p) for p in parts), -1, -1, -1)  # no (M, C, h, w) copy
+    return torch.cat(parts)
+
+
 def interactive_loss(model: torch.nn.Module, features: torch.Tensor, batch: TrainBatch, *,
                      prompting: PromptSimulation = PromptSimulation(), loss: SamLoss = SamLoss(),
                      loss_resolution: str = "low_res", generator: torch.Generator | None = None
@@ -139,7 +149,7 @@ def interactive_loss(model: torch.nn.Module, features: torch.Tensor, batch: Trai
         for members in calls.values():
             idx_all = torch.cat([m[1] for m in members])
             sparse = torch.cat([m[2] for m in members]) if len(members) > 1 else members[0][2]
-            dense = torch.cat([m[3] for m in members]) if len(members) > 1 else members[0][3]
+            dense = _concat_dense([m[3] for m in members])
             all_logits, all_iou = decoder.predict_masks(features[batch.image_index[idx_all]], dense_pe, sparse, dense)
             offset = 0
             for kind, idx, _, _ in members:

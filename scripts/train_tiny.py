@@ -18,9 +18,9 @@ paper's recipe (:mod:`samkit.train`) on the CPU, everything trained, in about te
 Not adopted: ``--loss-resolution low_res_soft`` compares the 32x32 logits with the *fraction* of
 each cell the mask covers instead of a thresholded cell. Masks upsampled from thresholded cells can
 reach at most 0.889 mIoU on the held-out scenes, from fractions 0.961 (``scripts/target_ceiling.py``),
-but the model is far from either bound: 400 steps (100 held-out scenes) gave point / box 0.513 /
-0.624 vs 0.520 / 0.624, and a full run (2000 steps, 806 s) 0.675 / 0.725 vs the shipped 0.683 /
-0.735.
+but the model is far from either bound: 400 steps (an A/B run by hand, 100 held-out scenes) gave
+point / box 0.513 / 0.624 vs 0.520 / 0.624, and a full run (2000 steps, 806 s,
+``scripts/runs/train_tiny_low_res_soft.json``) 0.675 / 0.725 vs the shipped 0.683 / 0.735.
 
 Each mask gets one prompting round by default (its first prompt: a point or a noisy box, 50/50)
 instead of the paper's 11; ``--iterations 11 --mask-only 2`` runs the full simulation. The

@@ -4,12 +4,12 @@ The first half of the gaze adapter (:mod:`samkit.adapters.gaze` turns fixations 
 prompts per video frame and re-exports everything here). The conventions for ``samples``,
 ``coordinates`` and thresholds are described in :mod:`samkit.adapters.gaze`.
 
-Example:
-    >>> t = np.arange(100) / 250.0                          # 0.4 s of gaze at 250 Hz
-    >>> samples = np.stack([t, np.full(100, 320.0), np.full(100, 240.0)], axis=1)
-    >>> fixations = detect_fixations(samples)
-    >>> len(fixations), float(fixations.x[0])
-    (1, 320.0)
+Example (the gaze jumps at 0.5 s; I-VT splits the trace there):
+    >>> t = np.arange(250) / 250.0                          # 1 s of gaze at 250 Hz
+    >>> x = np.where(t < 0.5, 100.0, 500.0)
+    >>> fixations = detect_fixations(np.stack([t, x, np.full(250, 80.0)], axis=1), "ivt")
+    >>> fixations.x.tolist()
+    [100.0, 500.0]
 """
 from __future__ import annotations
 

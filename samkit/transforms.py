@@ -213,7 +213,7 @@ def upscale_masks_binary(low_res: torch.Tensor, *, input_size: tuple[int, int], 
         fast = _binary_upsample_integer(flat[:, 0, :rows, :cols], factor, threshold)
         if fast is not None:
             out = fast[:, : input_size[0], : input_size[1]]
-            return (out if out.is_contiguous() else out.contiguous()).view(b, k, *original_size)
+            return out.contiguous().view(b, k, *original_size)
     out = torch.empty((b * k, *original_size), dtype=torch.bool, device=low_res.device)
     for start in range(0, b * k, chunk):
         logits = upscale_masks(flat[start:start + chunk], input_size=input_size, original_size=original_size,

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from samkit.train import SyntheticScenes
+from samkit.train.losses import mask_iou
 
 
 def ceiling(masks: torch.Tensor, low_res: int, kind: str) -> torch.Tensor:
@@ -32,9 +33,7 @@ def ceiling(masks: torch.Tensor, low_res: int, kind: str) -> torch.Tensor:
     else:
         logits = torch.logit(fraction.clamp(0.02, 0.98))
     predicted = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0
-    inter = (predicted & masks).flatten(1).sum(1).float()
-    union = (predicted | masks).flatten(1).sum(1).float()
-    return inter / union.clamp(min=1)
+    return mask_iou(predicted, masks)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

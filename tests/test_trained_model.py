@@ -73,14 +73,19 @@ def test_a_box_gives_the_mask_inside_it(segmenter):
         assert outside.sum() <= 0.05 * mask.sum()
 
 
-def test_evaluate_checkpoint_script_reports_overall_and_by_area(capsys):
+def _script(name: str):
+    """Import ``scripts/<name>.py`` (scripts are not a package)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_checkpoint.py"
-    spec = importlib.util.spec_from_file_location("evaluate_checkpoint", path)
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    metrics = module.main([str(CHECKPOINT), "--scenes", "3"])
+    return module
+
+
+def test_evaluate_checkpoint_script_reports_overall_and_by_area(capsys):
+    metrics = _script("evaluate_checkpoint").main([str(CHECKPOINT), "--scenes", "3"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["num_masks"] == metrics["num_masks"] == sum(b["num_masks"] for b in metrics["by_area"]) > 0
     assert 0.3 < metrics["point_miou"] <= 1 and 0.3 < metrics["box_miou"] <= 1
@@ -88,12 +93,7 @@ def test_evaluate_checkpoint_script_reports_overall_and_by_area(capsys):
 
 def test_target_ceiling_script_orders_the_bounds(capsys):
     """Fractions keep more of a mask than thresholded cells; both bounds are IoUs, finer grids are higher."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "scripts" / "target_ceiling.py"
-    spec = importlib.util.spec_from_file_location("target_ceiling", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("target_ceiling")
     coarse = module.main(["--scenes", "6"])
     fine = module.main(["--scenes", "6", "--low-res", "64"])
     assert "thresholded" in capsys.readouterr().out

@@ -91,4 +91,3 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[tuple[np.ndarray, np.ndar
             "box_miou": float(all_box[inside].mean()) if inside.any() else float("nan")})
     logger.info("evaluation: %s", metrics)
     return metrics
-

@@ -65,8 +65,8 @@ def count_flops(fn: Callable[[], object]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def build_all(config_name: str, seed: int = 0):
-    """samkit, segment_anything and (when available) transformers models with identical weights."""
+def build_all(config_name: str, seed: int = 0, with_hf: bool = True):
+    """samkit, segment_anything and (when available and ``with_hf``) transformers models with identical weights."""
     config = get_config(config_name)
     torch.manual_seed(seed)
     ours = build_sam(config)
@@ -81,6 +81,8 @@ def build_all(config_name: str, seed: int = 0):
     ref = build_reference(config)
     ref.load_state_dict(sd)
     hf = None
+    if not with_hf:
+        return config, ours, ref, hf
     try:
         from transformers import SamConfig as HFConfig
         from transformers import SamModel

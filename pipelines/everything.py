@@ -27,19 +27,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from samkit.atomic import write_json_atomic
-from samkit.results import Segmentation
-from samkit.rle import compress_counts, masks_to_coco_rle, rle_to_bbox
+from samkit.results import _OUTPUT_MODES, Segmentation
 from samkit.segmenter import ImageEmbedding, Segmenter
 from samkit.transforms import to_rgb_uint8, upscale_masks
 
 from . import amg_ops as ops
+from .everything_settings import PRESETS, EverythingSettings  # noqa: F401  (re-exported)
+from .sa1b_io import write_coco_instances, write_sa1b_json  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -47,104 +46,8 @@ __all__ = ["PRESETS", "EverythingSettings", "SegmentEverything", "edge_map", "se
            "write_coco_instances", "write_sa1b_json"]
 
 Progress = Callable[[int, int], None]
-_OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 _UPSCALE_CHUNK = 32  # masks upscaled to full size at once
 _CPU_DECODE_CHUNK = 16  # prompts per decoder call on CPU
-
-#: Paper settings (arXiv 2304.02643): SA-1B's fully automatic stage (sec. 4: crops of 2x2 and
-#: 4x4 with 16x16 and 8x8 grids, masks covering >= 95% of the image dropped), object proposals
-#: (appendix D.3) and zero-shot edge detection (appendix D.2).
-PRESETS: dict[str, dict[str, Any]] = {
-    "sa1b": dict(points_per_side=32, crop_n_layers=2, crop_n_points_downscale_factor=2, pred_iou_thresh=0.88,
-                 stability_score_thresh=0.95, min_mask_region_area=100, max_area_fraction=0.95),
-    "proposals": dict(points_per_side=64, box_nms_thresh=0.9, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                      max_masks=1000),
-    "edges": dict(points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0),
-}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class EverythingSettings:
-    """Validated settings of :class:`SegmentEverything` (same names and defaults; see there).
-
-    Raises:
-        ValueError: naming the setting, what was expected and what was given.
-    """
-
-    points_per_side: int | None = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-    point_grids: Sequence[np.ndarray] | None = None
-    min_mask_region_area: int = 0
-    max_area_fraction: float | None = None
-    max_masks: int | None = None
-    fast: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh",
-                     "crop_nms_thresh", "crop_overlap_ratio", "min_mask_region_area"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or value != value:
-                raise ValueError(f"expected {name} to be a number, got {value!r}")
-        checks = [  # (ok, expectation, value got)
-            ((self.points_per_side is None) != (self.point_grids is None),
-             "exactly one of points_per_side and point_grids", "both" if self.point_grids is not None else "neither"),
-            (self.points_per_side is None or (_is_int(self.points_per_side) and self.points_per_side >= 1),
-             "points_per_side to be an int >= 1", self.points_per_side),
-            (_is_int(self.points_per_batch) and self.points_per_batch >= 1, "points_per_batch to be an int >= 1",
-             self.points_per_batch),
-            (_is_int(self.crop_n_layers) and self.crop_n_layers >= 0, "crop_n_layers to be an int >= 0",
-             self.crop_n_layers),
-            (_is_int(self.crop_n_points_downscale_factor) and self.crop_n_points_downscale_factor >= 1,
-             "crop_n_points_downscale_factor to be an int >= 1", self.crop_n_points_downscale_factor),
-            (0.0 <= self.box_nms_thresh <= 1.0, "box_nms_thresh in [0, 1]", self.box_nms_thresh),
-            (0.0 <= self.crop_nms_thresh <= 1.0, "crop_nms_thresh in [0, 1]", self.crop_nms_thresh),
-            (0.0 <= self.crop_overlap_ratio < 1.0, "crop_overlap_ratio in [0, 1)", self.crop_overlap_ratio),
-            (self.stability_score_offset >= 0.0, "stability_score_offset >= 0", self.stability_score_offset),
-            (self.stability_score_thresh <= 1.0, "stability_score_thresh <= 1", self.stability_score_thresh),
-            (self.min_mask_region_area >= 0, "min_mask_region_area >= 0", self.min_mask_region_area),
-            (self.max_area_fraction is None or 0.0 < self.max_area_fraction <= 1.0,
-             "max_area_fraction None or in (0, 1]", self.max_area_fraction),
-            (self.max_masks is None or (_is_int(self.max_masks) and self.max_masks >= 1),
-             "max_masks None or an int >= 1", self.max_masks),
-        ]
-        for ok, expected, got in checks:
-            if not ok:
-                raise ValueError(f"expected {expected}, got {got!r}")
-        if self.points_per_side is not None:
-            sides = [int(self.points_per_side / self.crop_n_points_downscale_factor ** i)
-                     for i in range(self.crop_n_layers + 1)]
-            if min(sides) < 1:
-                raise ValueError("expected points_per_side / crop_n_points_downscale_factor ** crop_n_layers >= 1 "
-                                 f"(grid points per side of each crop layer), got {sides}")
-            return
-        grids = [np.asarray(g, dtype=np.float64) for g in self.point_grids]
-        if len(grids) < self.crop_n_layers + 1:
-            raise ValueError(f"expected point_grids with one grid per crop layer ({self.crop_n_layers + 1}), "
-                             f"got {len(grids)}")
-        for g in grids:
-            if g.ndim != 2 or g.shape[1] != 2 or g.shape[0] < 1 or not np.all((g >= 0) & (g <= 1)):
-                raise ValueError(f"expected each point grid of shape (P, 2) in [0, 1], got shape {g.shape}"
-                                 f"{'' if g.size == 0 else f' in [{g.min():g}, {g.max():g}]'}")
-        object.__setattr__(self, "point_grids", tuple(grids))
-
-    def grids(self) -> list[np.ndarray]:
-        """One normalised (P, 2) grid per crop layer."""
-        if self.point_grids is not None:
-            return list(self.point_grids)
-        return ops.build_layer_point_grids(self.points_per_side, self.crop_n_layers,
-                                           self.crop_n_points_downscale_factor)
 
 
 @dataclasses.dataclass
@@ -435,84 +338,3 @@ class SegmentEverything:
     def edges(self, image: Any) -> np.ndarray:
         """float32 (H, W) edge map in [0, 1]; see :func:`edge_map`."""
         return edge_map(self.segmenter, image, progress=self.progress, **self._kwargs())
-
-
-# -- writers --------------------------------------------------------------------------------------
-def _coco_rle(segmentation: Any) -> dict[str, Any]:
-    """A record's segmentation (bool mask or RLE, either counts form) as COCO RLE with str counts."""
-    if isinstance(segmentation, dict):
-        counts = segmentation["counts"]
-        if isinstance(counts, bytes):
-            counts = counts.decode("ascii")
-        elif not isinstance(counts, str):
-            counts = compress_counts(counts)
-        return {"size": [int(v) for v in segmentation["size"]], "counts": counts}
-    return masks_to_coco_rle(np.asarray(segmentation, dtype=bool))[0]
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def write_sa1b_json(path: str | os.PathLike, image_info: dict[str, Any],
-                    records: Sequence[dict[str, Any]] | Segmentation) -> None:
-    """Write one image's masks in the SA-1B per-image format (atomically).
-
-    ``{"image": image_info, "annotations": [{"id", "segmentation": COCO RLE (str counts), "bbox",
-    "area", "predicted_iou", "stability_score", "crop_box", "point_coords"}, ...]}``.
-
-    Args:
-        image_info: e.g. ``{"image_id": 1, "file_name": "sa_1.jpg"}``; ``height``/``width`` are
-            filled in from the masks when missing.
-        records: :meth:`SegmentEverything.generate` output (any output mode) or a Segmentation.
-    """
-    if isinstance(records, Segmentation):
-        records = records.to_records("coco_rle")
-    annotations = [dict(r, id=r.get("id", i), segmentation=_coco_rle(r["segmentation"])) for i, r in enumerate(records)]
-    info = dict(image_info)
-    if annotations:
-        info.setdefault("height", annotations[0]["segmentation"]["size"][0])
-        info.setdefault("width", annotations[0]["segmentation"]["size"][1])
-    write_json_atomic(path, {"image": info, "annotations": annotations}, default=_json_default)
-
-
-def write_coco_instances(path: str | os.PathLike,
-                         images_and_results: Iterable[tuple[dict[str, Any], Segmentation | Sequence[dict]]],
-                         categories: Sequence[dict[str, Any]] = ({"id": 1, "name": "object"},)) -> None:
-    """Write a COCO instances file for several images (atomically).
-
-    Args:
-        images_and_results: (image info, result) pairs; image info needs ``"id"`` (and usually
-            ``"file_name"``); ``height``/``width`` come from the result when missing. A result is
-            a :class:`Segmentation` or :meth:`SegmentEverything.generate` records.
-        categories: COCO categories; masks without a ``category_id`` get the first one.
-
-    Annotations get ids from 1, ``segmentation`` COCO RLE with str counts, ``bbox`` XYWH as
-    ``pycocotools.mask.toBbox``, ``area``, ``score`` (predicted IoU) and ``iscrowd`` 0.
-    """
-    categories = [dict(c) for c in categories]
-    if not categories or any("id" not in c for c in categories):
-        raise ValueError(f"categories must be a non-empty list of dicts with an 'id', got {categories!r}")
-    images, annotations = [], []
-    for info, result in images_and_results:
-        if "id" not in info:
-            raise ValueError(f"each image info needs an 'id', got keys {sorted(info)}")
-        info = dict(info)
-        if isinstance(result, Segmentation):
-            info.setdefault("height", result.image_size[0])
-            info.setdefault("width", result.image_size[1])
-            annotations += result.to_coco(info["id"], category_id=categories[0]["id"], start_id=len(annotations) + 1)
-        else:
-            for record in result:
-                rle = _coco_rle(record["segmentation"])
-                info.setdefault("height", rle["size"][0])
-                info.setdefault("width", rle["size"][1])
-                annotations.append({"id": len(annotations) + 1, "image_id": info["id"],
-                                    "category_id": int(record.get("category_id", categories[0]["id"])),
-                                    "segmentation": rle, "area": int(record["area"]), "bbox": rle_to_bbox(rle),
-                                    "score": float(record.get("predicted_iou", 1.0)), "iscrowd": 0})
-        images.append(info)
-    write_json_atomic(path, {"images": images, "annotations": annotations, "categories": categories},
-                      default=_json_default)

@@ -201,8 +201,8 @@ def upscale_masks_binary(low_res: torch.Tensor, *, input_size: tuple[int, int], 
                          image_size: int, threshold: float = 0.0, chunk: int = 4) -> torch.Tensor:
     """Like :func:`upscale_masks` followed by ``> threshold``, a few masks at a time.
 
-    Returns bool (B, K, H, W). Only ``chunk`` full-size float masks exist at once, so memory
-    stays at the size of the boolean output instead of 4x it. When the image needs no second
+    Returns bool (B, K, H, W). Only ``chunk`` full-size float masks exist at once (at least 32
+    on a GPU), so memory stays at the size of the boolean output instead of 4x it. When the image needs no second
     resize (its longer side is ``image_size``), :func:`_binary_upsample_integer` decides every
     output block whose low-res neighbourhood has one sign without interpolating it.
     """
@@ -215,6 +215,8 @@ def upscale_masks_binary(low_res: torch.Tensor, *, input_size: tuple[int, int], 
             out = fast[:, : input_size[0], : input_size[1]]
             return out.contiguous().view(b, k, *original_size)
     out = torch.empty((b * k, *original_size), dtype=torch.bool, device=low_res.device)
+    if low_res.device.type != "cpu":
+        chunk = max(chunk, 32)  # on a GPU each chunk costs launches, and memory is plentiful
     for start in range(0, b * k, chunk):
         logits = upscale_masks(flat[start:start + chunk], input_size=input_size, original_size=original_size,
                                image_size=image_size)

@@ -116,6 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-scenes", type=int, default=200, help="held-out scenes for the final metrics")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 is fastest on a shared CPU)")
+    p.add_argument("--device", default="cpu", help="where to train (the shipped model: cpu; e.g. cuda)")
     p.add_argument("--out", type=Path, default=ASSETS / "tiny_synthetic.pth")
     p.add_argument("--note", default="", help="how the machine was used during the run, stored in the JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
         steps=args.steps, images_per_step=args.images_per_step, masks_per_image=args.masks_per_image, lr=args.lr,
         warmup_steps=args.warmup, schedule="cosine", train_image_encoder=True, loss_resolution=args.loss_resolution,
         prompting=PromptSimulation(num_iterations=args.iterations, num_mask_only=args.mask_only),
-        loss=SamLoss(focal_alpha=args.focal_alpha, dice_weight=args.dice_weight), seed=args.seed)
+        loss=SamLoss(focal_alpha=args.focal_alpha, dice_weight=args.dice_weight), seed=args.seed,
+        device=args.device)
     size = (config.image_size, config.image_size)
     start = time.perf_counter()
     train_set = SceneStore(SyntheticScenes(args.train_scenes, seed=args.seed, size=size,
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def on_epoch(epoch: int, metrics: dict) -> None:
         line = (f"epoch {epoch} step {metrics['step']}: point mIoU {metrics['point_miou']:.4f}, "
-                f"box mIoU {metrics['box_miou']:.4f} ({metrics['num_masks']} masks)")
+                f"box mIoU {metrics['box_miou']:.4f} ({metrics['num_masks']} masks, {metrics['elapsed_s']:.0f} s)")
         (bar.write if bar is not None else print)(line)
 
     history = train(model, train_set, settings, val_dataset=val_set, val_images=50, on_step=on_step,
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         bar.close()
     metrics = evaluate(model, val_set)
     total_seconds = time.perf_counter() - start
-    save_checkpoint(model, args.out, store_config=True)
+    save_checkpoint(model.cpu(), args.out, store_config=True)
     report = {
         "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:]),
         "train_wall_seconds": round(train_seconds, 1),
@@ -183,8 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "checkpoint_bytes": args.out.stat().st_size,
         "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                    "torch_threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
-                    "note": args.note},
+                    "torch_threads": args.threads, "device": args.device, "torch": torch.__version__,
+                    "python": platform.python_version(), "note": args.note},
     }
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"metrics": metrics, "train_wall_seconds": report["train_wall_seconds"],

@@ -281,3 +281,27 @@ def test_binary_upscale_fast_path_matches_interpolation(input_size):
         got = upscale_masks_binary(logits, input_size=input_size, original_size=input_size, image_size=128)
         assert got.shape == (2, 3, *input_size) and got.is_contiguous()
         assert torch.equal(got, expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_segmenter_matches_cpu(tiny_config, tiny_state_dict, images):
+    """The GPU-only branches (larger relative-position bias blocks, batched output upscaling,
+    larger thresholding chunks) against the CPU paths, on the same weights and prompts.
+
+    PyTorch runs cuDNN convolutions in TF32 by default, so embeddings differ by rounding
+    (bench_gpu.py measured 8.6e-5 relative on vit_b); tolerances: embedding relative error
+    <= 1e-3, scores within 1e-3, >= 99.9% of mask pixels equal.
+    """
+    image = images["chelsea_300x451"]
+    segmenters = {}
+    for device in ("cpu", "cuda"):
+        model = build_sam(tiny_config)
+        model.load_state_dict(tiny_state_dict)
+        segmenters[device] = samkit.Segmenter(model, device=device, cache_size=0)
+    points = np.random.default_rng(0).uniform(0, 300, (64, 1, 2))
+    emb = {d: s.encode(image) for d, s in segmenters.items()}
+    cpu_features, cuda_features = emb["cpu"].features, emb["cuda"].features.cpu()
+    assert float((cuda_features - cpu_features).norm() / cpu_features.norm()) <= 1e-3
+    out = {d: s.segment(emb[d], points=points) for d, s in segmenters.items()}
+    np.testing.assert_allclose(out["cuda"].scores, out["cpu"].scores, atol=1e-3)
+    assert (out["cuda"].masks == out["cpu"].masks).mean() >= 0.999

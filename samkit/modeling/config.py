@@ -5,7 +5,7 @@ weights come from (see :mod:`samkit.weights` for that).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 

@@ -1,8 +1,8 @@
 """Writers for segment-everything results: SA-1B per-image JSON and COCO instances files.
 
 Both accept a :class:`~samkit.results.Segmentation` or the records of
-:meth:`~samkit.pipelines.everything.~samkit.pipelines.everything.SegmentEverything.generate` (any output mode), write COCO RLE
-with str counts, and replace the file atomically.
+:meth:`~samkit.pipelines.everything.SegmentEverything.generate` (any output mode), write
+COCO RLE with str counts, and replace the file atomically.
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def write_sa1b_json(path: str | os.PathLike, image_info: dict[str, Any],
     Args:
         image_info: e.g. ``{"image_id": 1, "file_name": "sa_1.jpg"}``; ``height``/``width`` are
             filled in from the masks when missing.
-        records: :meth:`~samkit.pipelines.everything.SegmentEverything.generate` output (any output mode) or a Segmentation.
+        records: :meth:`~samkit.pipelines.everything.SegmentEverything.generate` output (any
+            output mode) or a Segmentation.
     """
     if isinstance(records, Segmentation):
         records = records.to_records("coco_rle")

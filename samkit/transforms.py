@@ -202,9 +202,10 @@ def upscale_masks_binary(low_res: torch.Tensor, *, input_size: tuple[int, int], 
     """Like :func:`upscale_masks` followed by ``> threshold``, a few masks at a time.
 
     Returns bool (B, K, H, W). Only ``chunk`` full-size float masks exist at once (at least 32
-    on a GPU), so memory stays at the size of the boolean output instead of 4x it. When the image needs no second
-    resize (its longer side is ``image_size``), :func:`_binary_upsample_integer` decides every
-    output block whose low-res neighbourhood has one sign without interpolating it.
+    on a GPU), so memory stays at the size of the boolean output instead of 4x it. When the
+    image needs no second resize (its longer side is ``image_size``),
+    :func:`_binary_upsample_integer` decides every output block whose low-res neighbourhood has
+    one sign without interpolating it.
     """
     b, k = low_res.shape[:2]
     flat = low_res.reshape(b * k, 1, *low_res.shape[-2:])

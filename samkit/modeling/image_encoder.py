@@ -18,8 +18,8 @@ from .common import LayerNorm2d, MLPBlock
 
 # Upper bound on the bytes of one relative-position bias block (per attention call). On a CPU
 # smaller blocks stay nearer the cache; on a GPU each block is a kernel launch that must fill
-# the device, so its blocks are larger (vit_b, batch 8, fp32 global attention: 6 blocks of
-# 682 query rows instead of 48 of 85).
+# the device, so its blocks are larger (vit_b, batch 8, fp32 global attention: 7 blocks of at
+# most 682 query rows instead of 49 of at most 85).
 _BIAS_BLOCK_BYTES = 128 * 1024 * 1024
 _BIAS_BLOCK_BYTES_GPU = 1024 * 1024 * 1024
 

@@ -73,8 +73,11 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).norm() / ref.norm())
 
 
-def bench_encoders(name: str, encoders: dict[str, Callable[[torch.Tensor], torch.Tensor]], config,
-                   batches: list[int], timer: Timer, rows: list[str]) -> None:
+Encoder = tuple[Callable[[torch.Tensor], torch.Tensor], torch.dtype]  # (module, input dtype)
+
+
+def bench_encoders(name: str, encoders: dict[str, Encoder], config, batches: list[int], timer: Timer,
+                   rows: list[str]) -> None:
     """One table row per (batch, encoder); the first encoder is the baseline."""
     gen = torch.Generator().manual_seed(0)
     for batch in batches:
@@ -82,9 +85,9 @@ def bench_encoders(name: str, encoders: dict[str, Callable[[torch.Tensor], torch
         with torch.inference_mode():
             ref_out = None
             base = None
-            for impl, enc in encoders.items():
+            for impl, (enc, dtype) in encoders.items():
                 timer.reset_peak()
-                xin = x.to(enc.dtype) if hasattr(enc, "dtype") else x
+                xin = x.to(dtype)
                 t0 = time.perf_counter()
                 out = enc(xin).float()  # first call: includes compilation where there is one
                 timer.sync()
@@ -101,16 +104,6 @@ def bench_encoders(name: str, encoders: dict[str, Callable[[torch.Tensor], torch
                 print(row, flush=True)
                 rows.append(row)
                 del out
-
-
-class _Typed:
-    """An encoder callable that records the input dtype it expects."""
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype) -> None:
-        self.fn, self.dtype = fn, dtype
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
 
 
 def bench_decoder(name: str, ours, ref, config, prompts: int, timer: Timer, rows: list[str],
@@ -196,10 +189,10 @@ def main() -> None:
         ours_bf16 = samkit.load_model(ours.state_dict(), config=config, device=device, dtype=torch.bfloat16)
         ref_bf16 = copy.deepcopy(ref.image_encoder).to(torch.bfloat16)
         encoders = {
-            "segment_anything fp32": _Typed(ref.image_encoder, torch.float32),
-            "segment_anything bf16": _Typed(ref_bf16, torch.bfloat16),
-            "samkit fp32": _Typed(ours.image_encoder, torch.float32),
-            "samkit bf16": _Typed(ours_bf16.image_encoder, torch.bfloat16),
+            "segment_anything fp32": (ref.image_encoder, torch.float32),
+            "segment_anything bf16": (ref_bf16, torch.bfloat16),
+            "samkit fp32": (ours.image_encoder, torch.float32),
+            "samkit bf16": (ours_bf16.image_encoder, torch.bfloat16),
         }
         bench_encoders(name, encoders, config, args.batches, timer, enc_rows)
         if name in args.decoder_configs:
@@ -215,8 +208,8 @@ def main() -> None:
         ref = ref.to(device).eval()
         ours_bf16 = samkit.load_model(ours.state_dict(), config=config, device=device, dtype=torch.bfloat16)
         compiled = torch.compile(ours_bf16.image_encoder, dynamic=False)
-        encoders = {"segment_anything fp32": _Typed(ref.image_encoder, torch.float32),
-                    "samkit bf16 + compile": _Typed(compiled, torch.bfloat16)}
+        encoders = {"segment_anything fp32": (ref.image_encoder, torch.float32),
+                    "samkit bf16 + compile": (compiled, torch.bfloat16)}
         try:
             bench_encoders(name, encoders, config, args.compile_batches, timer, enc_rows)
         except Exception as exc:  # a compiler failure must not lose the tables above

@@ -15,7 +15,10 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cpu_has_native_bf16", "check_precision", "parse_dtype"]
+__all__ = ["PRECISIONS", "cpu_has_native_bf16", "check_precision", "parse_dtype"]
+
+# The precision choices front ends offer: name -> dtype name for ``load_model(dtype=...)`` (None: fp32).
+PRECISIONS: dict[str, str | None] = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
 
 _NAMES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}

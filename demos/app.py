@@ -34,6 +34,8 @@ if __package__ in (None, ""):  # `python demos/app.py`: make the sibling modules
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "demos"
 
+from samkit.cli.common import find_model_source as resolve_model_source  # noqa: E402
+
 from . import handlers, prompt_sources  # noqa: E402
 
 h, ps = handlers, prompt_sources
@@ -54,17 +56,6 @@ def _gradio() -> Any:
     except ImportError:
         raise ImportError("the samkit demo needs gradio: pip install samkit[demo]") from None
     return gradio
-
-
-def resolve_model_source(model_source: str | None = None) -> str | None:
-    """``model_source``, else ``$SAMKIT_MODEL``, else the first known model in the cache; None when none."""
-    if model_source:
-        return str(model_source)
-    if os.environ.get("SAMKIT_MODEL"):
-        return os.environ["SAMKIT_MODEL"]
-    from samkit.weights import PRETRAINED_WEIGHTS, cache_dir
-
-    return next((name for name, w in PRETRAINED_WEIGHTS.items() if (cache_dir() / w.file_name).is_file()), None)
 
 
 def load_service(source: str, device: str | None = None, dtype: Any = None) -> h.SamService:

@@ -23,13 +23,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from samkit.atomic import write_json_atomic
-from samkit.cli_overlay import draw_overlay, overlay_segmentation, save_mask_png, save_masks_zip
+from samkit.cli.common import count, everything_presets
+from samkit.formats.coco import coco_dataset, write_coco_json
+from samkit.formats.png import save_mask_png, save_masks_zip
 from samkit.results import Segmentation
 from samkit.transforms import to_rgb_uint8
+from samkit.visualize import draw_overlay, overlay_segmentation
 
 MODES = ("Positive point", "Negative point", "Box (two clicks)")
-EVERYTHING_PRESETS = ("default", "sa1b", "proposals")
+EVERYTHING_PRESETS = ("default", *everything_presets())  # default: segment_anything's settings
 
 
 class SamService:
@@ -74,12 +76,9 @@ def image_key(image: np.ndarray) -> str:
 
 def write_coco(path: Path, image_size: tuple[int, int], annotations: list[dict[str, Any]],
                categories: list[dict[str, Any]], file_name: str = "image.png") -> Path:
+    """A COCO file of one image (id 1) of ``image_size`` (H, W) with the annotations."""
     images = [{"id": 1, "file_name": file_name, "height": image_size[0], "width": image_size[1]}]
-    return write_json_atomic(path, {"images": images, "annotations": annotations, "categories": categories})
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    return write_coco_json(path, coco_dataset(images, annotations, categories))
 
 
 # -- click to segment -------------------------------------------------------------------------------
@@ -246,7 +245,7 @@ def run_everything(service: SamService, image: Any, preset: str, points_per_side
     overlay = overlay_segmentation(rgb, result, alpha=0.45)
     zip_file = save_masks_zip(result.masks[:, 0], folder / "masks.zip")
     coco_path = write_coco(folder / "coco.json", result.image_size, result.to_coco(1), [{"id": 1, "name": "object"}])
-    info = f"{plural(len(result), 'mask')} ({preset} settings, {int(points_per_side)} points per side)."
+    info = f"{count(len(result), 'mask')} ({preset} settings, {int(points_per_side)} points per side)."
     return overlay, info, str(zip_file), str(coco_path)
 
 

@@ -14,12 +14,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from samkit.atomic import write_json_atomic
-from samkit.cli_overlay import draw_overlay, overlay_segmentation, save_masks_zip
+from samkit.cli.common import count
+from samkit.formats.coco import coco_annotations, coco_dataset, write_coco_json
+from samkit.formats.png import save_masks_zip
 from samkit.results import Segmentation
 from samkit.transforms import to_rgb_uint8
+from samkit.visualize import draw_overlay, overlay_segmentation
 
-from .handlers import SamService, plural, write_coco
+from .handlers import SamService, write_coco
 
 
 def _installed(name: str) -> bool:
@@ -80,18 +82,20 @@ def _table(result: Segmentation, names: list[str], scores: list[float | None]) -
 
 def _downloads(result: Segmentation, names: list[str], scores: list[float | None],
                folder: Path) -> tuple[str, str]:
-    """Masks zip (``mask_<i>_<name>.png``) and a COCO file with one category per name."""
-    categories = {name: i + 1 for i, name in enumerate(sorted(set(names)))}
-    annotations = result.to_coco(1)
-    for annotation, name, score in zip(annotations, names, scores):
-        annotation["category_id"] = categories[name]
-        if score is not None:
-            annotation["score"] = float(score)
+    """Masks zip (``mask_<i>_<name>.png``) and a COCO file with one category per name.
+
+    Each mask's category is the one its name labels; its score the given score, else its
+    predicted IoU.
+    """
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(sorted(set(names)))]
+    best = result.best()
+    labels = [{"label": name, "score": score} for name, score in zip(names, scores)]
+    annotations = coco_annotations(best.masks[:, 0], best.scores[:, 0], labels, 1, categories=categories,
+                                   score_key="score")
     files = [f"mask_{i:03d}_{re.sub(r'[^A-Za-z0-9_-]+', '_', n).strip('_') or 'object'}.png"
              for i, n in enumerate(names)]
     zip_file = save_masks_zip(result.masks[:, 0], folder / "masks.zip", names=files)
-    coco = write_coco(folder / "coco.json", result.image_size, annotations,
-                     [{"id": i, "name": n} for n, i in categories.items()])
+    coco = write_coco(folder / "coco.json", result.image_size, annotations, categories)
     return str(zip_file), str(coco)
 
 
@@ -282,14 +286,14 @@ def run_gaze(service: SamService, csv_path: str, frame_paths: Sequence[str], fps
         gallery.append((overlay_segmentation(frame, result, points=prompt.points[0], labels=prompt.labels[0]),
                         f"frame {i}: fixation {result.meta[0].get('fixation_index')}{carried}"))
         masks.append(result.masks[0, 0])
-        annotations += [dict(a, id=len(annotations) + 1) for a in result.to_coco(i + 1)]
+        annotations += result.to_coco(i + 1)
     images = [{"id": i + 1, "file_name": os.path.basename(p), "height": f.shape[0], "width": f.shape[1]}
               for i, (p, f) in enumerate(zip(paths, frames))]
     names = [f"frame_{i:04d}.png" for i in range(len(frames))]
     zip_file = save_masks_zip(np.stack(masks), folder / "masks.zip", names=names)
-    coco = write_json_atomic(folder / "coco.json", {"images": images, "annotations": annotations,
-                                                    "categories": [{"id": 1, "name": "gazed object"}]})
+    coco = write_coco_json(folder / "coco.json",
+                           coco_dataset(images, annotations, [{"id": 1, "name": "gazed object"}]))
     prompted = int(sum(r is not None for r in sequence))
-    info = (f"{plural(len(frames), 'frame')}, {plural(prompted, 'frame')} with a fixation, "
+    info = (f"{count(len(frames), 'frame')}, {count(prompted, 'frame')} with a fixation, "
             f"{int(sequence.reused.sum())} carried over from the previous frame.")
     return gallery, info, str(zip_file), str(coco)

@@ -2,38 +2,20 @@
 
 Both accept a :class:`~samkit.results.Segmentation` or the records of
 :meth:`~samkit.pipelines.everything.SegmentEverything.generate` (any output mode), write
-COCO RLE with str counts, and replace the file atomically.
+COCO RLE with str counts, and replace the file atomically. The formats live in
+:mod:`samkit.formats.sa1b` and :mod:`samkit.formats.coco` (whose category rule applies).
 """
 from __future__ import annotations
 
 import os
 from typing import Any, Iterable, Sequence
 
-import numpy as np
-
-from samkit.atomic import write_json_atomic
+from samkit.formats.coco import category_of, coco_dataset, normalize_categories, write_coco_json
+from samkit.formats.rle import rle_to_bbox, to_coco_rle
+from samkit.formats.sa1b import write_sa1b_json as _write_sa1b_file
 from samkit.results import Segmentation
-from samkit.rle import compress_counts, masks_to_coco_rle, rle_to_bbox
 
 __all__ = ["write_coco_instances", "write_sa1b_json"]
-
-
-def _coco_rle(segmentation: Any) -> dict[str, Any]:
-    """A record's segmentation (bool mask or RLE, either counts form) as COCO RLE with str counts."""
-    if isinstance(segmentation, dict):
-        counts = segmentation["counts"]
-        if isinstance(counts, bytes):
-            counts = counts.decode("ascii")
-        elif not isinstance(counts, str):
-            counts = compress_counts(counts)
-        return {"size": [int(v) for v in segmentation["size"]], "counts": counts}
-    return masks_to_coco_rle(np.asarray(segmentation, dtype=bool))[0]
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 def write_sa1b_json(path: str | os.PathLike, image_info: dict[str, Any],
@@ -49,14 +31,14 @@ def write_sa1b_json(path: str | os.PathLike, image_info: dict[str, Any],
         records: :meth:`~samkit.pipelines.everything.SegmentEverything.generate` output (any
             output mode) or a Segmentation.
     """
-    if isinstance(records, Segmentation):
-        records = records.to_records("coco_rle")
-    annotations = [dict(r, id=r.get("id", i), segmentation=_coco_rle(r["segmentation"])) for i, r in enumerate(records)]
-    info = dict(image_info)
-    if annotations:
-        info.setdefault("height", annotations[0]["segmentation"]["size"][0])
-        info.setdefault("width", annotations[0]["segmentation"]["size"][1])
-    write_json_atomic(path, {"image": info, "annotations": annotations}, default=_json_default)
+    _write_sa1b_file(path, image_info, records)
+
+
+def _record_annotation(record: dict[str, Any], image_id: Any, categories: list[dict[str, Any]]) -> dict[str, Any]:
+    rle = to_coco_rle(record["segmentation"])
+    return {"id": 0, "image_id": image_id, "category_id": category_of(record, categories),
+            "segmentation": rle, "area": int(record["area"]), "bbox": rle_to_bbox(rle),
+            "score": float(record.get("predicted_iou", 1.0)), "iscrowd": 0}
 
 
 def write_coco_instances(path: str | os.PathLike,
@@ -68,7 +50,9 @@ def write_coco_instances(path: str | os.PathLike,
         images_and_results: (image info, result) pairs; image info needs ``"id"`` (and usually
             ``"file_name"``); ``height``/``width`` come from the result when missing. A result is
             a :class:`Segmentation` or :meth:`~samkit.pipelines.everything.SegmentEverything.generate` records.
-        categories: COCO categories; masks without a ``category_id`` get the first one.
+        categories: COCO categories. Each mask's category follows :mod:`samkit.formats.coco`'s
+            rule: its meta (or record) ``category_id``, label or ``class_id``, else the only
+            category when there is one.
 
     Annotations get ids from 1, ``segmentation`` COCO RLE with str counts, ``bbox`` XYWH as
     ``pycocotools.mask.toBbox``, ``area``, ``score`` (predicted IoU) and ``iscrowd`` 0.
@@ -76,6 +60,7 @@ def write_coco_instances(path: str | os.PathLike,
     categories = [dict(c) for c in categories]
     if not categories or any("id" not in c for c in categories):
         raise ValueError(f"categories must be a non-empty list of dicts with an 'id', got {categories!r}")
+    categories = normalize_categories([dict(c, name=c.get("name", str(c["id"]))) for c in categories])
     images, annotations = [], []
     for info, result in images_and_results:
         if "id" not in info:
@@ -84,16 +69,12 @@ def write_coco_instances(path: str | os.PathLike,
         if isinstance(result, Segmentation):
             info.setdefault("height", result.image_size[0])
             info.setdefault("width", result.image_size[1])
-            annotations += result.to_coco(info["id"], category_id=categories[0]["id"], start_id=len(annotations) + 1)
+            annotations += result.to_coco(info["id"], category_id=None, categories=categories)
         else:
             for record in result:
-                rle = _coco_rle(record["segmentation"])
-                info.setdefault("height", rle["size"][0])
-                info.setdefault("width", rle["size"][1])
-                annotations.append({"id": len(annotations) + 1, "image_id": info["id"],
-                                    "category_id": int(record.get("category_id", categories[0]["id"])),
-                                    "segmentation": rle, "area": int(record["area"]), "bbox": rle_to_bbox(rle),
-                                    "score": float(record.get("predicted_iou", 1.0)), "iscrowd": 0})
+                annotation = _record_annotation(record, info["id"], categories)
+                info.setdefault("height", annotation["segmentation"]["size"][0])
+                info.setdefault("width", annotation["segmentation"]["size"][1])
+                annotations.append(annotation)
         images.append(info)
-    write_json_atomic(path, {"images": images, "annotations": annotations, "categories": categories},
-                      default=_json_default)
+    write_coco_json(path, coco_dataset(images, annotations, categories))

@@ -8,6 +8,10 @@ positional matrix is ``(2, C // 2)`` on both sides; ``transformers`` stores it t
 ``prompt_encoder.shared_embedding.positional_embedding``), Meta once
 (``prompt_encoder.pe_layer.positional_encoding_gaussian_matrix``).
 
+The image encoder's names come from its family (``EncoderFamily.hf_renames``; ViT's are in
+:mod:`samkit.modeling.vit`); the prompt encoder's and mask decoder's are shared and listed here.
+Configurations translate for the ViT family only (``transformers.SamModel`` has no other).
+
 Known numerical difference: ``transformers`` builds the LayerNorms inside the decoder's two-way
 attention blocks with ``mask_decoder_config.layer_norm_eps`` (1e-6) where Meta uses PyTorch's
 default 1e-5. Models loaded by samkit follow Meta.
@@ -21,9 +25,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from samkit.modeling.config import SamConfig
+from samkit.modeling.families import FAMILIES
 
 __all__ = ["hf_config_from_sam", "hf_to_meta_state_dict", "is_hf_state_dict", "meta_to_hf_state_dict",
            "sam_config_from_hf"]
@@ -42,21 +48,10 @@ _HF_POSITIONAL = "shared_image_embedding.positional_embedding"
 _HF_POSITIONAL_TIED = "prompt_encoder.shared_embedding.positional_embedding"
 _META_POSITIONAL = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 
-# (Hugging Face name, Meta name). A {field} matches the pattern in _FIELDS and is copied across.
-_RENAMES = [
+# (Hugging Face name, Meta name) outside the image encoder (the encoder's are its family's
+# hf_renames). A {field} matches the pattern in _FIELDS and is copied across.
+_RENAMES = (
     (_HF_POSITIONAL, _META_POSITIONAL),
-    ("vision_encoder.patch_embed.projection.{p}", "image_encoder.patch_embed.proj.{p}"),
-    ("vision_encoder.pos_embed", "image_encoder.pos_embed"),
-    ("vision_encoder.layers.{i}.layer_norm1.{p}", "image_encoder.blocks.{i}.norm1.{p}"),
-    ("vision_encoder.layers.{i}.layer_norm2.{p}", "image_encoder.blocks.{i}.norm2.{p}"),
-    ("vision_encoder.layers.{i}.attn.qkv.{p}", "image_encoder.blocks.{i}.attn.qkv.{p}"),
-    ("vision_encoder.layers.{i}.attn.proj.{p}", "image_encoder.blocks.{i}.attn.proj.{p}"),
-    ("vision_encoder.layers.{i}.attn.{rel}", "image_encoder.blocks.{i}.attn.{rel}"),
-    ("vision_encoder.layers.{i}.mlp.{lin}.{p}", "image_encoder.blocks.{i}.mlp.{lin}.{p}"),
-    ("vision_encoder.neck.conv1.{p}", "image_encoder.neck.0.{p}"),
-    ("vision_encoder.neck.layer_norm1.{p}", "image_encoder.neck.1.{p}"),
-    ("vision_encoder.neck.conv2.{p}", "image_encoder.neck.2.{p}"),
-    ("vision_encoder.neck.layer_norm2.{p}", "image_encoder.neck.3.{p}"),
     ("prompt_encoder.mask_embed.conv1.{p}", "prompt_encoder.mask_downscaling.0.{p}"),
     ("prompt_encoder.mask_embed.layer_norm1.{p}", "prompt_encoder.mask_downscaling.1.{p}"),
     ("prompt_encoder.mask_embed.conv2.{p}", "prompt_encoder.mask_downscaling.3.{p}"),
@@ -76,7 +71,7 @@ _RENAMES = [
     ("mask_decoder.upscale_conv1.{p}", "mask_decoder.output_upscaling.0.{p}"),
     ("mask_decoder.upscale_layer_norm.{p}", "mask_decoder.output_upscaling.1.{p}"),
     ("mask_decoder.upscale_conv2.{p}", "mask_decoder.output_upscaling.3.{p}"),
-]
+)
 
 # The decoder's MLPs: Meta numbers every linear layer (layers.0 .. layers.D-1); transformers
 # names the first and last (proj_in, proj_out) and numbers the hidden ones from 0.
@@ -91,8 +86,15 @@ def _pattern(template: str) -> re.Pattern[str]:
                               for index, part in enumerate(parts)))
 
 
-_HF_TO_META = [(_pattern(hf), meta) for hf, meta in _RENAMES]
-_META_TO_HF = [(_pattern(meta), hf) for hf, meta in _RENAMES]
+@lru_cache(maxsize=8)
+def _compiled(renames: tuple[tuple[str, str], ...]) -> tuple[list, list]:
+    return [(_pattern(hf), meta) for hf, meta in renames], [(_pattern(meta), hf) for hf, meta in renames]
+
+
+def _rules(to_meta: bool) -> list[tuple[re.Pattern[str], str]]:
+    """Rename rules of every registered family's encoder plus the shared ones."""
+    renames = tuple(rule for family in FAMILIES.values() for rule in family.hf_renames) + _RENAMES
+    return _compiled(renames)[0 if to_meta else 1]
 
 
 def _rename(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None:
@@ -141,6 +143,7 @@ def hf_to_meta_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """
     depths = _mlp_depths(state_dict, _HF_MLP)
     out: dict[str, Any] = {}
+    rules = _rules(to_meta=True)
     unknown = []
     for key, value in state_dict.items():
         if key == _HF_POSITIONAL_TIED:
@@ -159,7 +162,7 @@ def hf_to_meta_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             index = layer if layer is not None else int(match["k"]) + 1
             out[f"{match['mlp']}.layers.{index}.{match['p']}"] = value
             continue
-        target = _rename(key, _HF_TO_META)
+        target = _rename(key, rules)
         if target is None:
             unknown.append(key)
         else:
@@ -178,6 +181,7 @@ def meta_to_hf_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """
     depths = _mlp_depths(state_dict, _META_MLP)
     out: dict[str, Any] = {}
+    rules = _rules(to_meta=False)
     unknown = []
     for key, value in state_dict.items():
         match = _META_MLP.fullmatch(key)
@@ -188,7 +192,7 @@ def meta_to_hf_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             layer = "proj_in" if index == 0 else "proj_out" if index == depth - 1 else f"layers.{index - 1}"
             out[f"{match['mlp']}.{layer}.{match['p']}"] = value
             continue
-        target = _rename(key, _META_TO_HF)
+        target = _rename(key, rules)
         if target is None:
             unknown.append(key)
             continue
@@ -299,6 +303,9 @@ def hf_config_from_sam(config: SamConfig) -> dict[str, Any]:
         >>> import transformers                                                   # doctest: +SKIP
         >>> hf = transformers.SamConfig(**hf_config_from_sam(get_config("tiny")))  # doctest: +SKIP
     """
+    if config.encoder_family != "vit":
+        raise ValueError(f"transformers' SamModel has a ViT image encoder only, got encoder_family "
+                         f"{config.encoder_family!r}")
     if config.iou_head_depth < 2:
         raise ValueError(f"transformers needs iou_head_depth >= 2, got {config.iou_head_depth}")
     mlp_dim = int(config.encoder_embed_dim * config.encoder_mlp_ratio)

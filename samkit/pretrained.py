@@ -1,8 +1,10 @@
 """Released SAM checkpoints: where they come from, the cache folder, and a verified download.
 
-:data:`PRETRAINED_WEIGHTS` maps the known names (``vit_b``, ``vit_l``, ``vit_h``) to Meta's URL,
-SHA-256 and MD5; :func:`download_weights` puts a checkpoint in :func:`cache_dir` (streamed to a
-temporary file, both hashes checked, then renamed into place). :func:`samkit.load_model` calls it
+:data:`PRETRAINED_WEIGHTS` maps the known names (``vit_b``, ``vit_l``, ``vit_h``) to their encoder
+family, variant, URL, SHA-256, MD5 and licence (weight metadata only: the architecture is
+``CONFIGS[config_name]``, built by the family's builder); :func:`download_weights` puts a
+checkpoint in :func:`cache_dir` (streamed to a temporary file, both hashes checked, then renamed
+into place). :func:`samkit.load_model` calls it
 for known names; nothing else here touches the network.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, BinaryIO
 
 from samkit.errors import CheckpointError, WeightsNotFoundError
 
-__all__ = ["PRETRAINED_WEIGHTS", "PretrainedWeights", "cache_dir", "download_weights"]
+__all__ = ["PRETRAINED_WEIGHTS", "PretrainedWeights", "cache_dir", "download_weights", "known_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,18 @@ _DOWNLOAD_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class PretrainedWeights:
-    """Where a released checkpoint comes from; its architecture is ``CONFIGS[config_name]``."""
+    """Where a released checkpoint comes from; its architecture is ``CONFIGS[config_name]``.
+
+    Attributes:
+        config_name: the variant in :data:`samkit.modeling.CONFIGS`.
+        file_name: name of the file in the cache folder (also accepted as a known name).
+        url: where to download it.
+        sha256: expected SHA-256 (None: not verified, with a warning).
+        md5: expected MD5 (None: not verified, with a warning).
+        license: SPDX identifier of the weights' licence.
+        hf_hub_id: the same weights on the Hugging Face hub, if published there.
+        family: the encoder family in :mod:`samkit.modeling.families`.
+    """
 
     config_name: str
     file_name: str
@@ -37,11 +50,12 @@ class PretrainedWeights:
     md5: str | None
     license: str
     hf_hub_id: str | None = None
+    family: str = "vit"
 
 
 def _meta(config_name: str, file_name: str, sha256: str, md5: str, hf_hub_id: str) -> PretrainedWeights:
     return PretrainedWeights(config_name, file_name, f"https://dl.fbaipublicfiles.com/segment_anything/{file_name}",
-                             sha256, md5, "Apache-2.0", hf_hub_id)
+                             sha256, md5, "Apache-2.0", hf_hub_id, family="vit")
 
 
 # Meta publishes no SHA-256 for these files. The values are the ones public download scripts
@@ -58,7 +72,13 @@ PRETRAINED_WEIGHTS: dict[str, PretrainedWeights] = {
                    "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
                    "4b8939a88964f0f4ff5f5b2642c598a6", "facebook/sam-vit-huge"),
 }
-_BY_FILE_NAME = {w.file_name: name for name, w in PRETRAINED_WEIGHTS.items()}
+
+
+def known_name(text: str) -> str | None:
+    """The registry key for a known name or a known file name (``sam_vit_b_01ec64.pth``), else None."""
+    if text in PRETRAINED_WEIGHTS:
+        return text
+    return next((name for name, w in PRETRAINED_WEIGHTS.items() if w.file_name == text), None)
 
 
 def cache_dir() -> Path:

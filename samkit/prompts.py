@@ -7,8 +7,9 @@ embedding prompt path). Per-prompt metadata (class name, detector score, track i
 source, ...) travels with the prompt into the :class:`~samkit.results.Segmentation`.
 
 Coordinates are always original-image pixels, XY order; boxes are XYXY.
-Points outside the image are valid prompts (the reference accepts them too); NaN
-or infinite coordinates are not.
+Points outside the image are valid prompts (the reference accepts them too); NaN,
+infinite, complex or huge coordinates (beyond +-``MAX_COORDINATE`` = 1e6 pixels) are not.
+Mask-input logits and embedding values must lie within +-1e6 as well.
 
 Example:
     >>> p = Prompts.from_boxes([[10, 20, 110, 220], [5, 5, 50, 60]], meta=[{"label": "cat"}, {"label": "dog"}])
@@ -18,33 +19,69 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Prompts"]
+from .arrays import to_numpy
+
+__all__ = ["Prompts", "MAX_COORDINATE"]
 
 
-def _as_float_array(name: str, value: Any) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        arr = value
-    elif hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, duck-typed
-        arr = value.detach().cpu().numpy()
-    else:
-        try:
-            arr = np.asarray(value)
-        except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"{name} must be array-like numbers, got {type(value).__name__}: {exc}") from None
+# Largest coordinate magnitude accepted, in original-image pixels. Points may lie outside the
+# image, but values beyond this bound are input errors, and mapping them to the model input
+# could overflow float32.
+MAX_COORDINATE = 1e6
+# Largest magnitude accepted for mask-input logits and embedding values (real ones are far smaller).
+MAX_VALUE = 1e6
+
+
+def _format_values(values: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(f"{float(v):g}" for v in values.ravel()[:limit])
+    return f"[{shown}{', ...' if values.size > limit else ''}]"
+
+
+def _as_float_array(name: str, value: Any, *, bound: float | None = None) -> np.ndarray:
+    """``value`` as float32, rejecting non-numeric, complex, NaN/inf and values beyond ``bound``."""
+    value = to_numpy(value)
+    try:
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be array-like numbers, got {type(value).__name__}: {exc}") from None
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real numbers, got complex dtype {arr.dtype}")
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32)
-    if not np.all(np.isfinite(arr)):
+    wide = arr.astype(np.float64)  # checked before narrowing, so huge values are reported as given
+    if not np.all(np.isfinite(wide)):
         raise ValueError(f"{name} must be finite, got NaN or infinite values")
-    return arr
+    limit = float(np.finfo(np.float32).max) if bound is None else bound
+    too_big = np.abs(wide) > limit
+    if np.any(too_big):
+        raise ValueError(f"{name} must lie within +-{limit:g}, got {_format_values(wide[too_big])}")
+    return wide.astype(np.float32)
+
+
+def _normalize_meta(meta: Any, n: int) -> list[dict[str, Any]]:
+    """None, one mapping (copied to every prompt) or a sequence of mappings/None -> list of dicts."""
+    if meta is None:
+        return []
+    if isinstance(meta, Mapping):
+        return [dict(meta) for _ in range(n)]
+    if isinstance(meta, (str, bytes)) or not isinstance(meta, Iterable):
+        raise TypeError(f"meta must be a mapping or a sequence of mappings (one per prompt), "
+                        f"got {type(meta).__name__}")
+    out = []
+    for i, m in enumerate(meta):
+        if m is not None and not isinstance(m, Mapping):
+            raise TypeError(f"meta must be a sequence of mappings (one per prompt), got {type(m).__name__} "
+                            f"at index {i}: {m!r:.60}")
+        out.append({} if m is None else dict(m))
+    return out
 
 
 def _normalize_points(points: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    pts = _as_float_array("points", points)
+    pts = _as_float_array("points", points, bound=MAX_COORDINATE)
     if pts.ndim == 2 and pts.shape[-1] == 2:
         pts = pts[None]
     if pts.ndim != 3 or pts.shape[-1] != 2:
@@ -63,20 +100,17 @@ def _normalize_points(points: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]
                 f"labels must have shape {pts.shape[:2]} to match points {tuple(pts.shape)}, "
                 f"got {tuple(lab_f.shape)}"
             )
-        if np.any(lab_f != np.round(lab_f)):
-            raise ValueError("labels must be integers (1 foreground, 0 background, -1 padding)")
-        lab = lab_f.astype(np.int64)
-        bad = np.setdiff1d(np.unique(lab), [-1, 0, 1])
+        bad = np.setdiff1d(np.unique(lab_f), [-1, 0, 1])
         if bad.size:
             raise ValueError(
-                "labels must be 1 (foreground), 0 (background) or -1 (padding), got "
-                f"{bad.tolist()}"
+                f"labels must be 1 (foreground), 0 (background) or -1 (padding), got {_format_values(bad)}"
             )
+        lab = lab_f.astype(np.int64)
     return pts, lab
 
 
 def _normalize_boxes(boxes: Any) -> np.ndarray:
-    b = _as_float_array("boxes", boxes)
+    b = _as_float_array("boxes", boxes, bound=MAX_COORDINATE)
     if b.ndim == 1:
         b = b[None]
     if b.ndim != 2 or b.shape[-1] != 4:
@@ -88,7 +122,7 @@ def _normalize_boxes(boxes: Any) -> np.ndarray:
 
 
 def _normalize_masks(mask_inputs: Any) -> np.ndarray:
-    m = _as_float_array("mask_input", mask_inputs)
+    m = _as_float_array("mask_input", mask_inputs, bound=MAX_VALUE)
     if m.ndim == 2:
         m = m[None, None]
     elif m.ndim == 3:
@@ -99,7 +133,7 @@ def _normalize_masks(mask_inputs: Any) -> np.ndarray:
 
 
 def _normalize_embeddings(embeddings: Any) -> np.ndarray:
-    e = _as_float_array("embeddings", embeddings)
+    e = _as_float_array("embeddings", embeddings, bound=MAX_VALUE)
     if e.ndim == 1:
         e = e[None]
     if e.ndim != 2:
@@ -134,6 +168,8 @@ class Prompts:
     meta: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.meta, Mapping):
+            self.meta = _normalize_meta(self.meta, 0)
         if self.points is not None:
             self.points, self.labels = _normalize_points(self.points, self.labels)
         elif self.labels is not None:
@@ -145,7 +181,7 @@ class Prompts:
         if self.embeddings is not None:
             self.embeddings = _normalize_embeddings(self.embeddings)
         counts = {name: getattr(self, name).shape[0] for name in self._FIELDS if getattr(self, name) is not None}
-        n = max(counts.values(), default=len(self.meta))
+        n = max(counts.values(), default=0 if isinstance(self.meta, Mapping) else len(self.meta))
         for name, c in counts.items():
             if c == n:
                 continue
@@ -158,11 +194,8 @@ class Prompts:
                 raise ValueError(
                     f"prompt fields must agree on N (or have N = 1), got {counts}"
                 )
-        if self.meta is None:
-            self.meta = []
-        if isinstance(self.meta, dict):
-            self.meta = [dict(self.meta) for _ in range(n)]
-        self.meta = [dict(m) if m is not None else {} for m in self.meta]
+        if isinstance(self.meta, Mapping):
+            self.meta = _normalize_meta(self.meta, n)
         if not self.meta:
             self.meta = [{} for _ in range(n)]
         if len(self.meta) != n:
@@ -174,10 +207,10 @@ class Prompts:
     @classmethod
     def from_points(cls, points: Any, labels: Any = None, *, meta: Sequence[dict] | None = None) -> "Prompts":
         """One prompt per point: ``points`` (N, 2) XY pixels, ``labels`` (N,) (default all 1)."""
-        pts = _as_float_array("points", points)
+        pts = _as_float_array("points", points, bound=MAX_COORDINATE)
         if pts.ndim != 2 or pts.shape[-1] != 2:
             raise ValueError(f"points must have shape (N, 2), got {tuple(pts.shape)}")
-        lab = None if labels is None else np.asarray(labels).reshape(-1, 1)
+        lab = None if labels is None else _as_float_array("labels", labels).reshape(-1, 1)
         return cls(points=pts[:, None, :], labels=lab, meta=list(meta or []))
 
     @classmethod

@@ -4,7 +4,7 @@ A :class:`Segmentation` holds ``K`` candidate masks for each of ``N`` prompts on
 with a score per mask, optional low-resolution logits and one metadata dict per prompt (class
 name, detector score, track id, ...). Selecting, sorting or filtering keeps the metadata
 aligned with the masks. Exports: RLE, polygons, COCO annotations, segment_anything-style
-records and ``supervision.Detections``; the encodings live in :mod:`samkit.rle`.
+records and ``supervision.Detections``; the encodings live in :mod:`samkit.formats`.
 
 Coordinates are original-image pixels, XY order. Boxes use pixel-edge coordinates: XYXY is
 ``[min_col, min_row, max_col + 1, max_row + 1]`` and COCO XYWH has ``w = max_col - min_col + 1``
@@ -27,7 +27,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from samkit.rle import (
+from samkit.arrays import to_numpy
+from samkit.formats.coco import Categories, coco_annotations
+from samkit.formats.jsonable import to_python
+from samkit.formats.rle import (
     as_bool_masks,
     compress_counts,
     mask_to_polygons,
@@ -37,22 +40,18 @@ from samkit.rle import (
     rle_to_mask,
 )
 
-__all__ = ["Segmentation"]
+__all__ = ["OUTPUT_MODES", "Segmentation"]
 
-_OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+# Mask encodings of to_records / segment-everything output, as segment_anything names them.
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+_OUTPUT_MODES = OUTPUT_MODES
 
 
 def _numeric(name: str, value: Any) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, duck-typed
-        value = value.detach().cpu().float().numpy()
-    arr = np.asarray(value)
+    arr = np.asarray(to_numpy(value))
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     return arr.astype(np.float32)
-
-
-def _plain(value: Any) -> Any:  # numpy scalars and arrays -> Python numbers and lists
-    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
 
 
 def _column(values: list[Any]) -> Any:  # a supervision data column: an array when regular
@@ -196,7 +195,7 @@ class Segmentation:
                 raise ValueError(f"detections field {key!r} must have one value per mask ({n}), "
                                  f"got {len(values)}")
             for i in range(n):
-                meta[i][key] = _plain(values[i])
+                meta[i][key] = to_python(values[i])
         confidence = getattr(detections, "confidence", None)
         scores = np.ones(n, dtype=np.float32) if confidence is None else confidence
         return cls(masks[:, None], _numeric("detections.confidence", scores).reshape(-1), None, meta)
@@ -227,7 +226,7 @@ class Segmentation:
         elif isinstance(index, slice):
             rows = np.arange(n)[index]
         else:
-            arr = np.asarray(index.detach().cpu() if hasattr(index, "detach") else index)
+            arr = np.asarray(to_numpy(index))
             if arr.dtype == bool:
                 if arr.shape != (n,):
                     raise IndexError(f"boolean index must have shape ({n},), got {arr.shape}")
@@ -293,7 +292,7 @@ class Segmentation:
         n = len(self)
         selected = np.ones(n, dtype=bool)
         if keep is not None:
-            arr = np.asarray(keep.detach().cpu() if hasattr(keep, "detach") else keep)
+            arr = np.asarray(to_numpy(keep))
             if arr.dtype != bool or arr.shape != (n,):
                 raise ValueError(f"keep must be a boolean array of shape ({n},), got {arr.dtype} {arr.shape}")
             selected &= arr
@@ -316,7 +315,7 @@ class Segmentation:
     def to_polygons(self, holes: bool = True) -> list[list[list[np.ndarray]]]:
         """N lists of K lists of rings, float32 (M, 2) XY pixel-edge coordinates.
 
-        See :func:`samkit.rle.mask_to_polygons`: outer rings have positive signed area, holes
+        See :func:`samkit.formats.rle.mask_to_polygons`: outer rings have positive signed area, holes
         negative. (COCO polygons cannot express holes; prefer RLE for COCO files.)
         """
         return [[mask_to_polygons(m, holes=holes) for m in per_prompt] for per_prompt in self.masks]
@@ -326,24 +325,20 @@ class Segmentation:
         xyxy = best.boxes()[:, 0].astype(np.float64)
         return best, np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
 
-    def to_coco(self, image_id: Any, *, category_id: int = 1, start_id: int = 1) -> list[dict[str, Any]]:
+    def to_coco(self, image_id: Any, *, category_id: int | None = 1, start_id: int = 1,
+                categories: Categories | None = None, score_key: str | None = None) -> list[dict[str, Any]]:
         """COCO annotation dicts, one per prompt, from its best-scoring output.
 
-        ``category_id`` comes from meta ``"category_id"`` or ``"class_id"`` when present, else
-        the argument; ids count up from ``start_id``; ``segmentation`` is compressed RLE with
-        ``str`` counts; ``bbox`` is XYWH as ``pycocotools.mask.toBbox``.
+        Built by :func:`samkit.formats.coco.coco_annotations`, whose category rule applies: meta
+        ``"category_id"``, else (with ``categories``) the category named by meta ``"label"``,
+        else meta ``"class_id"``, else ``category_id``, else the only category. Ids count up
+        from ``start_id``; ``segmentation`` is compressed RLE with ``str`` counts; ``bbox`` is
+        XYWH as ``pycocotools.mask.toBbox``; ``score`` is the predicted IoU, or meta
+        ``score_key`` when given and present.
         """
-        best, xywh = self._best_xywh()
-        rles = masks_to_coco_rle(best.masks[:, 0])
-        areas = best.areas()[:, 0].tolist()
-        out = []
-        for i, (rle, meta) in enumerate(zip(rles, best.meta)):
-            category = next((meta[key] for key in ("category_id", "class_id") if meta.get(key) is not None),
-                            category_id)
-            out.append({"id": start_id + i, "image_id": image_id, "category_id": int(category),
-                        "segmentation": rle, "area": areas[i], "bbox": xywh[i].tolist(),
-                        "score": float(best.scores[i, 0]), "iscrowd": 0})
-        return out
+        best = self.best()
+        return coco_annotations(best.masks[:, 0], best.scores[:, 0], best.meta, image_id, categories=categories,
+                                category_id=category_id, start_id=start_id, score_key=score_key)
 
     def to_records(self, output_mode: str = "binary_mask") -> list[dict[str, Any]]:
         """Records shaped like ``SamAutomaticMaskGenerator.generate`` output, one per prompt.
@@ -370,12 +365,12 @@ class Segmentation:
         out = []
         for i, meta in enumerate(best.meta):
             stability = meta.get("stability_score")
-            bbox = _plain(meta["bbox"]) if meta.get("bbox") is not None else xywh[i].tolist()
+            bbox = to_python(meta["bbox"]) if meta.get("bbox") is not None else xywh[i].tolist()
             out.append({"segmentation": segmentations[i], "area": areas[i], "bbox": bbox,
                         "predicted_iou": float(best.scores[i, 0]),
-                        "point_coords": _plain(meta.get("point_coords")),
+                        "point_coords": to_python(meta.get("point_coords")),
                         "stability_score": None if stability is None else float(stability),
-                        "crop_box": _plain(meta.get("crop_box", [0, 0, w, h]))})
+                        "crop_box": to_python(meta.get("crop_box", [0, 0, w, h]))})
         return out
 
     def to_supervision(self) -> Any:

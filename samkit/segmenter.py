@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .prompts import Prompts
 from .results import Segmentation
-from .transforms import CoordinateMap, normalize_and_pad, resize_longest_side, to_rgb_uint8, upscale_masks_binary
+from .transforms import (CoordinateMap, normalize_and_pad, preprocess_shape, resize_longest_side, to_rgb_uint8,
+                         upscale_masks_binary)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ImageEmbedding", "Segmenter"]
+__all__ = ["ImageEmbedding", "Segmenter", "model_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -34,16 +36,42 @@ class ImageEmbedding:
         original_size: (H, W) of the image as given.
         input_size: (h, w) of the resized image inside the padded model input.
         key: content hash of the image (used by the embedding cache).
+        model_fingerprint: :func:`model_fingerprint` of the model that computed it ("" when
+            unknown, e.g. built by hand); :meth:`Segmenter.segment` refuses an embedding whose
+            fingerprint differs from its own model's.
     """
 
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
     key: str = field(default="", compare=False)
+    model_fingerprint: str = field(default="", compare=False)
 
     @property
     def coordinate_map(self) -> CoordinateMap:
         return CoordinateMap(self.original_size, self.input_size)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hex id of a SAM model's image encoder: architecture plus a sample of its weights.
+
+    Two models give the same fingerprint when their encoders have the same parameter shapes,
+    input size, embedding grid and pixel normalisation, and the same signs on a fixed sample of
+    weights. The signs survive moving between devices and casting to bf16/fp16, so an embedding
+    stays usable with the same weights in another precision or process. It is a weak identity:
+    lightly fine-tuned weights may keep the fingerprint of their base model.
+    """
+    encoder = model.image_encoder
+    params = [p for p in encoder.parameters() if p.is_floating_point()]
+    digest = hashlib.blake2b(digest_size=8)
+    layout = (getattr(encoder, "img_size", None), tuple(model.prompt_encoder.image_embedding_size),
+              [tuple(p.shape) for p in params],
+              [round(float(v), 3) for v in torch.cat([model.pixel_mean.flatten(), model.pixel_std.flatten()])])
+    digest.update(repr(layout).encode())
+    for p in (params[:1] + params[len(params) // 2:len(params) // 2 + 1] + params[-1:]) if params else []:
+        signs = (p.detach().flatten()[:64] > 0).cpu().numpy()
+        digest.update(np.packbits(signs).tobytes())
+    return digest.hexdigest()
 
 
 def image_key(image: np.ndarray) -> str:
@@ -57,6 +85,15 @@ def image_key(image: np.ndarray) -> str:
 class Segmenter:
     """Promptable segmentation with a SAM model.
 
+    Threads: one Segmenter may be shared by several threads. :meth:`encode`,
+    :meth:`encode_batch`, :meth:`segment` and :meth:`decode` are safe to call concurrently: the
+    embedding cache is locked, and the default embedding of :meth:`segment` (the last image
+    encoded) is kept per thread, so a thread never segments another thread's image.
+    :meth:`clear_cache` forgets the cache and every thread's default embedding. Not safe while
+    other threads run: changing the settings below, moving or training the model. With
+    ``compile=True`` make the first :meth:`encode` from one thread (compilation is not
+    thread-safe). Concurrency does not add CPU throughput beyond PyTorch's own threads.
+
     Args:
         model: a :class:`samkit.modeling.Sam` (see :func:`samkit.load_model`).
         device: where to run; defaults to the model's device. The model is moved there.
@@ -64,6 +101,10 @@ class Segmenter:
         prompt_batch_size: prompts decoded per decoder call (bounds memory; results are identical).
         compile: run the image encoder through ``torch.compile`` (opt-in; the first call is slow
             while it compiles; falls back to eager with a warning if compilation fails).
+
+    Attributes:
+        model_fingerprint: :func:`model_fingerprint` of the model, taken at construction; every
+            embedding from :meth:`encode` carries it.
     """
 
     def __init__(self, model: torch.nn.Module, *, device: str | torch.device | None = None, cache_size: int = 4,
@@ -78,8 +119,12 @@ class Segmenter:
         self.cache_size = cache_size
         self.prompt_batch_size = prompt_batch_size
         self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
-        self._last: ImageEmbedding | None = None
+        self._cache_lock = threading.Lock()
+        # Each thread's last encoded embedding, valid while its generation equals _generation.
+        self._thread_state = threading.local()
+        self._generation = 0
         self._dense_pe: torch.Tensor | None = None
+        self.model_fingerprint = model_fingerprint(self.model)
         self._encoder = self.model.image_encoder
         if compile:
             self._encoder = compile_encoder(self.model.image_encoder)
@@ -87,11 +132,16 @@ class Segmenter:
     # -- slow step ------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        from .modeling.common import module_device
+
+        return module_device(self.model)
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.image_encoder.patch_embed.proj.weight.dtype
+        """Floating dtype of the image encoder (embeddings come out in it)."""
+        from .modeling.common import module_dtype
+
+        return module_dtype(self.model.image_encoder)
 
     @property
     def image_size(self) -> int:
@@ -142,43 +192,54 @@ class Segmenter:
             inputs = [self._model_input(rgbs[i]) for i in idx]
             features = self._encoder(torch.cat([x for x, _ in inputs]))
             for j, (i, (_, input_size)) in enumerate(zip(idx, inputs)):
-                emb = ImageEmbedding(features[j:j + 1].clone(), tuple(rgbs[i].shape[:2]), tuple(input_size), keys[i])
+                emb = ImageEmbedding(features[j:j + 1].clone(), tuple(rgbs[i].shape[:2]), tuple(input_size), keys[i],
+                                     self.model_fingerprint)
                 self._cache_put(emb)
                 out[i] = emb
         if out:
-            self._last = out[-1]
+            self._thread_state.last = (self._generation, out[-1])
         return out  # type: ignore[return-value]
 
+    def _last_embedding(self) -> ImageEmbedding | None:
+        """The calling thread's most recently encoded embedding, unless clear_cache came since."""
+        generation, emb = getattr(self._thread_state, "last", (None, None))
+        return emb if generation == self._generation else None
+
     def _cache_get(self, key: str) -> ImageEmbedding | None:
-        emb = self._cache.get(key)
+        with self._cache_lock:
+            emb = self._cache.get(key)
+            if emb is not None:
+                self._cache.move_to_end(key)
         if emb is not None:
-            self._cache.move_to_end(key)
             logger.debug("embedding cache hit %s", key)
         return emb
 
     def _cache_put(self, emb: ImageEmbedding) -> None:
         if self.cache_size == 0:
             return
-        self._cache[emb.key] = emb
-        self._cache.move_to_end(emb.key)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[emb.key] = emb
+            self._cache.move_to_end(emb.key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def clear_cache(self) -> None:
-        """Forget every cached embedding."""
-        self._cache.clear()
-        self._last = None
+        """Forget every cached embedding and every thread's default embedding for :meth:`segment`."""
+        with self._cache_lock:
+            self._cache.clear()
+            self._generation += 1
 
     # -- fast step ------------------------------------------------------------------------------
     @torch.inference_mode()
     def segment(self, embedding: ImageEmbedding | None = None, *, points: Any = None, labels: Any = None,
                 boxes: Any = None, mask_input: Any = None, prompts: Prompts | None = None, multimask: bool = True,
-                meta: Sequence[dict] | dict | None = None, return_logits: bool = True,
+                meta: Sequence[Mapping] | Mapping | None = None, return_logits: bool = True,
                 best_only: bool = False) -> Segmentation:
         """Predict masks for one image embedding and N prompts in one call.
 
         Args:
-            embedding: from :meth:`encode`; defaults to the most recently encoded image.
+            embedding: from :meth:`encode` of this Segmenter (or one with the same model); defaults
+                to the image this thread encoded last.
             points: (P, 2) one prompt of P points, or (N, P, 2) N prompts; XY original pixels.
                 Points outside the image are valid prompts (as in the reference); NaN is not.
             labels: (P,) or (N, P): 1 foreground, 0 background (default all 1).
@@ -188,7 +249,8 @@ class Segmenter:
             prompts: a :class:`Prompts` instead of the keyword fields above.
             multimask: three ambiguity-aware masks per prompt (True, as the reference's
                 ``predict``) or the single-mask output.
-            meta: per-prompt metadata (one dict per prompt) carried into the result.
+            meta: per-prompt metadata carried into the result: one mapping per prompt, or one
+                mapping copied to every prompt.
             return_logits: keep the low-res logits in the result.
             best_only: keep only the highest-scoring of the K outputs per prompt (K = 1 in the
                 result, meta ``output_index`` says which); only that mask is upsampled.
@@ -207,18 +269,42 @@ class Segmenter:
         elif any(v is not None for v in (points, labels, boxes, mask_input)):
             raise ValueError("pass either prompts= or points/labels/boxes/mask_input, not both")
         if embedding is None:
-            if self._last is None:
-                raise ValueError("no image embedding: call encode(image) before segment()")
-            embedding = self._last
-        if not isinstance(embedding, ImageEmbedding):
-            raise TypeError(f"embedding must be an ImageEmbedding from encode(), got {type(embedding).__name__}")
+            embedding = self._last_embedding()
+            if embedding is None:
+                raise ValueError("no image embedding: call encode(image) in this thread before segment(), "
+                                 "or pass the embedding")
+        self._check_embedding(embedding)
         num_outputs = self.model.mask_decoder.num_multimask_outputs if multimask else 1
         if len(prompts) == 0:
-            return Segmentation.empty(embedding.original_size, num_outputs=1 if best_only else num_outputs)
+            empty = Segmentation.empty(embedding.original_size, num_outputs=1 if best_only else num_outputs)
+            if return_logits:  # the documented (N, K, s, s) shape, with N = 0
+                low_res = 4 * self.model.prompt_encoder.image_embedding_size[0]
+                empty = Segmentation(empty.masks, empty.scores, logits=np.zeros(
+                    (0, empty.scores.shape[1], low_res, low_res), dtype=np.float32))
+            return empty
         self._check_prompts(prompts)
         results = [self._segment_chunk(embedding, chunk, multimask, return_logits, best_only)
                    for chunk in prompts.chunks(self.prompt_batch_size)]
         return results[0] if len(results) == 1 else Segmentation.concat(results)
+
+    def _check_embedding(self, embedding: Any) -> None:
+        """Refuse embeddings of another model, with the reason, before they reach the decoder."""
+        if not isinstance(embedding, ImageEmbedding):
+            raise TypeError(f"embedding must be an ImageEmbedding from encode(), got {type(embedding).__name__}")
+        if embedding.model_fingerprint and embedding.model_fingerprint != self.model_fingerprint:
+            raise ValueError(f"embedding was computed by another model (fingerprint {embedding.model_fingerprint}, "
+                             f"this Segmenter's model is {self.model_fingerprint}): encode the image with this "
+                             "Segmenter")
+        pe = self.model.prompt_encoder
+        expected = (1, pe.embed_dim, *pe.image_embedding_size)
+        if tuple(embedding.features.shape) != expected:
+            raise ValueError(f"embedding features must have shape {expected} for this model, "
+                             f"got {tuple(embedding.features.shape)} (computed by another model?)")
+        expected_input = preprocess_shape(*embedding.original_size, self.image_size)
+        if tuple(embedding.input_size) != expected_input:
+            raise ValueError(f"embedding input_size must be {expected_input} for an image of size "
+                             f"{tuple(embedding.original_size)} and this model's image_size {self.image_size}, "
+                             f"got {tuple(embedding.input_size)} (computed by another model?)")
 
     def _check_prompts(self, prompts: Prompts) -> None:
         low_res = 4 * self.model.prompt_encoder.image_embedding_size[0]
@@ -237,6 +323,7 @@ class Segmenter:
 
     def decode(self, embedding: ImageEmbedding, prompts: Prompts, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder: low-res logits (N, K, s, s) and scores (N, K), as tensors."""
+        self._check_embedding(embedding)
         model, device = self.model, self.device
         dtype = model.mask_decoder.iou_token.weight.dtype  # may differ from the encoder's (see load_model)
         cmap = embedding.coordinate_map
@@ -256,10 +343,11 @@ class Segmenter:
             sparse = torch.cat([sparse.expand(len(prompts), -1, -1), tokens.to(sparse.dtype)], dim=1)
         if mask_t is None:
             dense = dense[:1]  # identical for every prompt: lets the decoder share image work
-        if self._dense_pe is None or self._dense_pe.device != device or self._dense_pe.dtype != dtype:
-            self._dense_pe = model.prompt_encoder.get_dense_pe().to(dtype)  # prompt-independent: once
-        return model.mask_decoder(embedding.features.to(dtype), self._dense_pe, sparse.to(dtype), dense.to(dtype),
-                                  multimask)
+        dense_pe = self._dense_pe
+        if dense_pe is None or dense_pe.device != device or dense_pe.dtype != dtype:
+            dense_pe = self._dense_pe = model.prompt_encoder.get_dense_pe().to(dtype)  # prompt-independent: once
+        return model.mask_decoder(embedding.features.to(device=device, dtype=dtype), dense_pe, sparse.to(dtype),
+                                  dense.to(dtype), multimask)
 
     def _segment_chunk(self, embedding: ImageEmbedding, prompts: Prompts, multimask: bool,
                        return_logits: bool, best_only: bool) -> Segmentation:

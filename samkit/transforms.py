@@ -16,6 +16,7 @@ uint16                      ``round(value / 257)`` -> uint8 (full 16-bit range t
 float16/32/64               must lie in [0, 1]; ``round(value * 255)``
 other integer dtypes        must lie in [0, 255]
 bool, complex, NaN/inf      rejected with ``TypeError`` / ``ValueError``
+bfloat16/float16 tensors    converted to float32 first, then the float rule
 PIL image                   palette/CMYK/LA/... converted by PIL to RGB; 16-bit and float modes
                             follow the array rules above
 path                        opened with PIL, EXIF orientation applied, then the PIL rules
@@ -30,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .arrays import is_tensor, to_numpy
 
 __all__ = [
     "to_rgb_uint8", "load_image", "preprocess_shape", "resize_longest_side", "normalize_and_pad",
@@ -106,8 +109,8 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
         return load_image(image)
     if isinstance(image, np.ndarray):
         return _array_to_rgb_uint8(image)
-    if isinstance(image, torch.Tensor):
-        return _array_to_rgb_uint8(image.detach().cpu().numpy())
+    if is_tensor(image):
+        return _array_to_rgb_uint8(to_numpy(image))
     if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL.Image, duck-typed
         return _pil_to_rgb_uint8(image)
     raise TypeError(
@@ -117,9 +120,17 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
 
 
 def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """Size (h, w) after scaling (height, width) so that the longer side equals ``long_side``."""
+    """Size (h, w) after scaling (height, width) so that the longer side equals ``long_side``.
+
+    Each side is rounded to the nearest pixel and kept at least 1 pixel, so very elongated
+    images (e.g. 20000 x 20) still have a non-empty short side.
+
+    Example:
+        >>> preprocess_shape(1, 3000, 1024)
+        (1, 1024)
+    """
     scale = long_side / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:

@@ -21,7 +21,8 @@ Whatever the source, a checkpoint may be wrapped as ``{"model": sd}`` or ``{"sta
 
 The architecture is taken from, in order: the ``config=`` argument; a configuration stored with
 the weights (``samkit_config``, written by :func:`save_checkpoint`, or a Hugging Face
-``config.json``); the known name's variant; :func:`infer_config` on the tensor shapes.
+``config.json``); the known name's variant; :func:`infer_config` on the tensor shapes. Whichever
+it is, :func:`check_architecture` compares it with the tensors before anything is built.
 
 Example:
     >>> from samkit.weights import load_model
@@ -45,11 +46,13 @@ from torch import nn
 
 from samkit.errors import CheckpointError, WeightsNotFoundError
 from samkit.modeling.config import SamConfig, get_config
-from samkit.pretrained import PRETRAINED_WEIGHTS, PretrainedWeights, cache_dir, download_weights
+from samkit.modeling.config_from_weights import check_architecture, infer_fields, key_listing
+from samkit.pretrained import PRETRAINED_WEIGHTS, PretrainedWeights, cache_dir, download_weights, known_name
 
 __all__ = ["CHECKPOINT_SUFFIXES", "CheckpointError", "PRETRAINED_WEIGHTS", "PretrainedWeights", "ResolvedWeights",
-           "STRIPPED_PREFIXES", "WeightsNotFoundError", "cache_dir", "download_weights", "infer_config",
-           "load_model", "load_state_dict_strict", "read_weights", "save_checkpoint", "write_random_checkpoint"]
+           "STRIPPED_PREFIXES", "WeightsNotFoundError", "cache_dir", "check_architecture", "download_weights",
+           "infer_config", "load_model", "load_state_dict_strict", "read_weights", "save_checkpoint",
+           "write_random_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +65,6 @@ WRAPPER_KEYS = ("model", "state_dict")
 STRIPPED_PREFIXES = ("module.", "_orig_mod.", "sam.", "model.")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 HF_HUB_PREFIX = "hf-hub:"
-_BY_FILE_NAME = {w.file_name: name for name, w in PRETRAINED_WEIGHTS.items()}
 
 
 class ResolvedWeights(NamedTuple):
@@ -78,8 +80,15 @@ class ResolvedWeights(NamedTuple):
 
 def load_model(source: WeightsSource, *, config: SamConfig | str | None = None,
                device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-               progress: bool = False, builder: Builder | None = None) -> nn.Module:
+               progress: bool = False, builder: Builder | None = None,
+               fast_decoder: bool | None = None) -> nn.Module:
     """Build a SAM model and load weights into it, strictly.
+
+    Before anything is built, the architecture is checked against the tensors: every field the
+    shapes imply must agree, sizes must lie within
+    :data:`samkit.modeling.config_from_weights.LIMITS`, and the model built on the ``meta``
+    device (no memory) must have exactly the checkpoint's keys and shapes. A crafted stored
+    config therefore fails with a CheckpointError instead of allocating memory.
 
     Args:
         source: state dict, file, Hugging Face folder, ``"hf-hub:org/name"`` or known name
@@ -90,6 +99,8 @@ def load_model(source: WeightsSource, *, config: SamConfig | str | None = None,
             nearly all compute is; the prompt encoder and mask decoder stay float32.
         progress: show a download progress bar (needs ``tqdm``).
         builder: ``SamConfig -> nn.Module``; default :func:`samkit.modeling.build_sam`.
+        fast_decoder: for the default builder, build the fast decoder parts (default True) or
+            the plain ones (False); see :func:`samkit.modeling.build_sam`. Not with ``builder=``.
 
     Returns:
         The model in eval mode.
@@ -98,18 +109,29 @@ def load_model(source: WeightsSource, *, config: SamConfig | str | None = None,
         WeightsNotFoundError: nothing found at ``source`` and it could not be fetched.
         CheckpointError: unreadable or unsafe file, or keys/shapes that do not match the architecture.
     """
+    if isinstance(source, (str, os.PathLike)) and not os.fspath(source).strip():
+        raise ValueError("source must be a checkpoint file, a Hugging Face folder, 'hf-hub:org/name' or a known "
+                         "model name, got an empty string")
+    device = _check_device(device)
     if isinstance(dtype, str):
         from samkit.precision import parse_dtype
 
         dtype = parse_dtype(dtype)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if builder is not None and fast_decoder is not None:
+        raise ValueError("fast_decoder= applies to the default builder; with builder= choose the decoder in it")
     state_dict, stored_config, origin = read_weights(source, progress=progress)
     if isinstance(config, str):
         config = get_config(config)
+    claim = "the config passed in" if config else f"its stored {CONFIG_KEY}" if stored_config else None
     config = config or stored_config or infer_config(state_dict)
     if builder is None:
-        from samkit.modeling import build_sam as builder
+        from samkit.modeling import build_sam
+
+        def builder(c: SamConfig) -> nn.Module:
+            return build_sam(c, fast_decoder=True if fast_decoder is None else fast_decoder)
+    check_architecture(config, state_dict, builder, origin=origin, claim=claim)
     model = builder(config)
     load_state_dict_strict(model, state_dict, origin=origin)
     model.eval()
@@ -126,6 +148,25 @@ def load_model(source: WeightsSource, *, config: SamConfig | str | None = None,
     return model
 
 
+def _check_device(device: Any) -> torch.device | None:
+    """A valid device that this machine has (or None), else ValueError naming the valid forms."""
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps', 'xpu' or another torch device, "
+                         f"got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} needs CUDA, which this machine's PyTorch does not see; use 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} does not exist: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' needs Apple's Metal backend, which is not available here; use 'cpu'")
+    return device
+
+
 def read_weights(source: WeightsSource, *, progress: bool = False) -> ResolvedWeights:
     """Resolve ``source`` (see the module docstring) to a Meta-format state dict, without building a model."""
     if isinstance(source, Mapping):
@@ -140,8 +181,8 @@ def read_weights(source: WeightsSource, *, progress: bool = False) -> ResolvedWe
         return _read_hf_folder(path, origin=str(path))
     if text.startswith(HF_HUB_PREFIX):
         return _read_hf_folder(_snapshot_hf_hub(text[len(HF_HUB_PREFIX):]), origin=text)
-    name = _BY_FILE_NAME.get(text, text)
-    if name in PRETRAINED_WEIGHTS:
+    name = known_name(text)
+    if name is not None:
         state_dict, stored, origin = _read_file(download_weights(name, progress=progress))
         return ResolvedWeights(state_dict, stored or get_config(PRETRAINED_WEIGHTS[name].config_name), origin)
     raise WeightsNotFoundError(
@@ -247,11 +288,27 @@ def _hf_weight_files(folder: Path) -> list[Path] | None:
         if (folder / single).is_file():
             return [folder / single]
         if (folder / index).is_file():
-            weight_map = json.loads((folder / index).read_text()).get("weight_map")
-            if not isinstance(weight_map, Mapping):
-                raise CheckpointError(f"{folder / index}: expected a 'weight_map' of parameter names to shard files")
-            return [folder / name for name in sorted(set(weight_map.values()))]
+            return _shard_files(folder / index)
     return None
+
+
+def _shard_files(index_file: Path) -> list[Path]:
+    """The shard files a Hugging Face ``*.index.json`` names; each must be a file beside it."""
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{index_file}: not a valid JSON index file: {error}") from None
+    weight_map = index.get("weight_map") if isinstance(index, Mapping) else None
+    if not isinstance(weight_map, Mapping) or not weight_map:
+        raise CheckpointError(f"{index_file}: expected a 'weight_map' of parameter names to shard files")
+    names = sorted({str(name) for name in weight_map.values()})
+    outside = [n for n in names if Path(n).name != n or n in (".", "..")]
+    if outside:
+        raise CheckpointError(f"{index_file}: shard files must lie in the same folder, got {outside[:3]}")
+    missing = [n for n in names if not (index_file.parent / n).is_file()]
+    if missing:
+        raise CheckpointError(f"{index_file}: shard files listed but missing: {missing[:5]}")
+    return [index_file.parent / n for n in names]
 
 
 def _read_hf_folder(folder: Path, *, origin: str) -> ResolvedWeights:
@@ -310,17 +367,15 @@ def _snapshot_hf_hub(spec: str) -> Path:
 # --------------------------------------------------------------------------- architecture
 
 
-def _block_indexes(keys: list[str], pattern: str) -> list[int]:
-    return sorted({int(m.group(1)) for k in keys if (m := re.match(pattern, k))})
-
-
 def infer_config(state_dict: Mapping[str, Any], **overrides: Any) -> SamConfig:
     """Read a :class:`SamConfig` from the keys and shapes of a Meta-format state dict.
 
-    Every size comes from a tensor shape; file names never matter. ViT heads come from the
-    relative-position tables, ``(2 * side - 1, head_dim)``: blocks whose side is the embedding grid
-    attend globally, the others use windows of that side. The decoder's head count is in no
-    shape: SAM's 8 is assumed (a warning is logged when the decoder is not SAM's 256 wide).
+    Every size comes from a tensor shape; file names never matter. The encoder family is the
+    one whose key pattern the state dict matches (:mod:`samkit.modeling.families`), and that
+    family reads the encoder's settings (for ViT: heads from the relative-position tables,
+    global blocks from their side). The decoder's head count is in no shape: SAM's 8 is assumed
+    (a warning is logged when the decoder is not SAM's 256 wide). Fields no shape fixes keep
+    their SamConfig defaults.
 
     Args:
         state_dict: parameter name -> tensor (wrapped, prefixed or Hugging Face keys are accepted).
@@ -333,70 +388,26 @@ def infer_config(state_dict: Mapping[str, Any], **overrides: Any) -> SamConfig:
         >>> infer_config(torch.load("sam_vit_b_01ec64.pth", weights_only=True)) == get_config("vit_b")  # doctest: +SKIP
         True
     """
-    found = _infer_fields(_normalize(state_dict, origin="infer_config").state_dict)
+    found = infer_fields(_normalize(state_dict, origin="infer_config").state_dict)
     if found["prompt_embed_dim"] != 256 and "decoder_num_heads" not in overrides:
         logger.warning("decoder head count is not stored in the weights; assuming %d for width %d (pass config= "
                        "or save with save_checkpoint, which stores the config)", found["decoder_num_heads"],
                        found["prompt_embed_dim"])
-    return SamConfig(**dict(found, **overrides))
-
-
-def _infer_fields(sd: Mapping[str, Any]) -> dict[str, Any]:
-    keys = list(sd)
-
-    def shape(key: str) -> tuple[int, ...]:
-        if key not in sd:
-            raise CheckpointError(f"not a SAM state dict: expected key {key!r}, got keys like {keys[:5]}")
-        return tuple(sd[key].shape)
-
-    embed_dim, _, patch_size, _ = shape("image_encoder.patch_embed.proj.weight")
-    grid = shape("image_encoder.pos_embed")[1]
-    depth = len(_block_indexes(keys, r"image_encoder\.blocks\.(\d+)\."))
-    global_blocks, windows, head_dims = [], set(), set()
-    for i in range(depth):
-        length, head_dim = shape(f"image_encoder.blocks.{i}.attn.rel_pos_h")
-        head_dims.add(head_dim)
-        if length == 2 * grid - 1:
-            global_blocks.append(i)
-        else:
-            windows.add((length + 1) // 2)
-    if len(windows) > 1 or len(head_dims) != 1 or embed_dim % next(iter(head_dims)):
-        raise CheckpointError(f"inconsistent ViT blocks: window sides {sorted(windows)}, head widths "
-                              f"{sorted(head_dims)} for width {embed_dim}; expected one of each")
-    width = shape("image_encoder.neck.0.weight")[0]
-    return dict(
-        image_size=grid * patch_size, patch_size=patch_size, encoder_embed_dim=embed_dim, encoder_depth=depth,
-        encoder_num_heads=embed_dim // head_dims.pop(), encoder_global_attn_indexes=tuple(global_blocks),
-        encoder_window_size=windows.pop() if windows else SamConfig.encoder_window_size,
-        encoder_mlp_ratio=shape("image_encoder.blocks.0.mlp.lin1.weight")[0] / embed_dim,
-        prompt_embed_dim=width, mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
-        decoder_depth=len(_block_indexes(keys, r"mask_decoder\.transformer\.layers\.(\d+)\.")),
-        decoder_num_heads=8 if (width // 2) % 8 == 0 else max(h for h in range(1, 9) if (width // 2) % h == 0),
-        decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
-        num_multimask_outputs=shape("mask_decoder.mask_tokens.weight")[0] - 1,
-        iou_head_depth=len(_block_indexes(keys, r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.")),
-        iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
-    )
+    try:
+        return SamConfig(**dict(found, **overrides))
+    except ValueError as error:
+        raise CheckpointError(f"the tensors imply an invalid architecture: {error}") from None
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
                            origin: str = "checkpoint") -> None:
     """Copy ``state_dict`` into ``model``, or raise listing missing/unexpected keys and shape mismatches."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [f"{k}: expected {tuple(v.shape)}, got {tuple(state_dict[k].shape)}"
-                  for k, v in expected.items() if k in state_dict and v.shape != state_dict[k].shape]
-    if missing or unexpected or mismatched:
-        def listing(title: str, items: list[str]) -> str:
-            more = f" ... and {len(items) - 20} more" if len(items) > 20 else ""
-            return f"\n  {title} ({len(items)}): {', '.join(items[:20])}{more}" if items else ""
-
+    listing = key_listing({k: tuple(v.shape) for k, v in model.state_dict().items()}, state_dict)
+    if listing:
         config = getattr(model, "config", None)
         raise CheckpointError(
             f"{origin} does not match the architecture{f' {config}' if config else ''}; pass config= matching "
-            "the weights (or none, to infer it)" + listing("missing keys", missing)
-            + listing("unexpected keys", unexpected) + listing("shape mismatches", mismatched))
+            "the weights (or none, to infer it)" + listing)
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -446,7 +457,7 @@ def save_checkpoint(model: nn.Module | Mapping[str, torch.Tensor], path: str | o
 
 def _quiet_infer(state_dict: StateDict) -> SamConfig | None:
     try:
-        return SamConfig(**_infer_fields(state_dict))
+        return SamConfig(**infer_fields(state_dict))
     except (CheckpointError, ValueError):
         return None
 

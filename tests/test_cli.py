@@ -226,6 +226,12 @@ def test_console_script(workspace):
     assert proc.returncode == 0 and "vit_b" in proc.stdout
 
 
+def test_python_dash_m_samkit(workspace):
+    proc = subprocess.run([sys.executable, "-m", "samkit", "--version"], cwd=workspace, env=cli_env(workspace),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("samkit "), proc.stderr
+
+
 # -- everything ------------------------------------------------------------------------------------
 def test_everything_folder_to_coco_and_rerun_skips(workspace, run_main):
     out = workspace / "all.json"
@@ -260,6 +266,84 @@ def test_everything_sa1b_files_per_image(workspace, run_main):
     record = json.loads((workspace / "sa1b" / "im1.json").read_text())
     assert record["image"]["file_name"] == "im1.png" and record["image"]["height"] == 96
     assert all("predicted_iou" in a and "point_coords" in a for a in record["annotations"])
+
+
+def sa1b_run(run_main, folder: Path, out: Path, *settings: str) -> tuple[int, str]:
+    code, _, err = run_main("everything", str(folder), *(settings or EVERYTHING_FAST), "--format", "sa1b",
+                            "--model", "tiny.pth", "--out", str(out))
+    return code, err
+
+
+def sa1b_files(out: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+
+
+def test_everything_sa1b_rerun_with_other_settings_is_refused(workspace, run_main, tmp_path):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(workspace / "photos", folder)
+    assert sa1b_run(run_main, folder, out)[0] == 0
+    before = sa1b_files(out)
+    assert {f["samkit"]["settings"]["preset"] for f in before.values()} == {"proposals"}
+    code, err = sa1b_run(run_main, folder, out, "--preset", "sa1b", "--points-per-side", "4")
+    assert code == 1 and "holds results made with other settings" in err and "--restart" in err
+    assert sa1b_files(out) == before
+    code, err = sa1b_run(run_main, folder, out, "--preset", "sa1b", "--points-per-side", "4", "--restart")
+    assert code == 0 and "(already done)" not in err
+    assert {f["samkit"]["settings"]["preset"] for f in sa1b_files(out).values()} == {"sa1b"}
+
+
+def test_everything_sa1b_ids_are_stable_and_changed_images_are_redone(workspace, run_main, tmp_path):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(workspace / "photos", folder)
+    assert sa1b_run(run_main, folder, out)[0] == 0
+    first = sa1b_files(out)
+    ids = {name: f["image"]["image_id"] for name, f in first.items()}
+    assert len(set(ids.values())) == 3
+
+    make_image(folder / "im00.png", seed=7)  # sorts first: positions of the others shift
+    make_image(folder / "im1.png", seed=9)  # replaced: other bytes under the same name
+    (folder / "im2.png").unlink()  # deleted
+    code, err = sa1b_run(run_main, folder, out)
+    assert code == 0 and err.count("(already done)") == 1 and "im0.png (already done)" in err
+    second = sa1b_files(out)
+    assert sorted(second) == ["im0.json", "im00.json", "im1.json"]  # im2's result is gone with its image
+    assert second["im0.json"] == first["im0.json"]
+    assert second["im1.json"]["image"]["image_id"] == ids["im1.json"]
+    assert second["im1.json"]["samkit"]["image_sha256"] != first["im1.json"]["samkit"]["image_sha256"]
+    assert second["im00.json"]["image"]["image_id"] not in ids.values()
+
+    shutil.rmtree(out)  # a fresh run gives the same ids
+    assert sa1b_run(run_main, folder, out)[0] == 0
+    assert {n: f["image"]["image_id"] for n, f in sa1b_files(out).items()} == \
+        {n: f["image"]["image_id"] for n, f in second.items()}
+
+
+def test_everything_sa1b_does_not_overwrite_foreign_files(workspace, run_main, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "im1.json").write_text('{"mine": true}')
+    (out / "notes.json").write_text('{"also": "mine"}')
+    code, err = sa1b_run(run_main, workspace / "photos", out)
+    assert code == 1 and "was not written by this samkit" in err and "--restart" in err
+    assert sorted(p.name for p in out.iterdir()) == ["im1.json", "notes.json"]
+    code, err = sa1b_run(run_main, workspace / "photos", out, *EVERYTHING_FAST, "--restart")
+    assert code == 0, err
+    assert "samkit" in json.loads((out / "im1.json").read_text())
+    assert json.loads((out / "notes.json").read_text()) == {"also": "mine"}  # not ours: left alone
+
+
+def test_segment_into_a_used_folder_leaves_no_earlier_masks(run_main, tmp_path):
+    out = tmp_path / "reused"
+    code, _, err = run_main("segment", "photo.png", "--point", "50,40", "--model", "tiny.pth", "--out", str(out))
+    assert code == 0, err
+    assert {p.name for p in out.glob("mask_*.png")} == {"mask_0.png", "mask_0_0.png", "mask_0_1.png", "mask_0_2.png"}
+    (out / "mask_final.png").write_bytes(b"a user's file")
+    code, _, err = run_main("segment", "photo.png", "--box", "10,10,60,50", "--model", "tiny.pth", "--out", str(out))
+    assert code == 0, err
+    assert {p.name for p in out.glob("mask_*.png")} == {"mask_0.png", "mask_final.png"}
+    report = json.loads((out / "result.json").read_text())
+    assert [m["file"] for m in report["masks"]] == ["mask_0.png"]
+    np.testing.assert_array_equal(read_png(out / "mask_0.png"), rle_to_mask(report["masks"][0]["rle"]))
 
 
 @pytest.mark.parametrize("how", ["sigkill", "sigint"])
@@ -354,7 +438,7 @@ def test_detect_segment_missing_detector_file(run_main):
 
 
 # -- text -------------------------------------------------------------------------------------------
-needs_text = pytest.mark.skipif(not __import__("samkit.cli_text").cli_text.available(),
+needs_text = pytest.mark.skipif(not __import__("samkit.cli.text").cli.text.available(),
                                 reason="this samkit has no text-to-mask pipeline, so no `samkit text`")
 TINY_CLIP = {"embed_dim": 32,
              "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},

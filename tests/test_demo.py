@@ -18,7 +18,7 @@ from PIL import Image
 pytest.importorskip("gradio", reason="the demo needs gradio: pip install samkit[demo]")
 gradio_client = pytest.importorskip("gradio_client", reason="the API tests need gradio_client")
 
-from samkit.cli_commands import load_demo_module  # noqa: E402
+from samkit.cli.demo import load_demo_module  # noqa: E402
 from samkit.rle import rle_to_mask  # noqa: E402
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

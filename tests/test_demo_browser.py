@@ -62,7 +62,7 @@ def scene() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from samkit.cli_commands import load_demo_module
+    from samkit.cli.demo import load_demo_module
     from samkit.weights import write_random_checkpoint
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

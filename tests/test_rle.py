@@ -109,7 +109,7 @@ def test_batch_equals_single_masks_and_matches_pycocotools():
 
 
 def test_batch_chunking(monkeypatch):
-    import samkit.rle as rle_module
+    import samkit.formats.rle as rle_module
 
     masks = np.stack([_random((6, 7), 0.4, seed=i) for i in range(5)])
     expected = masks_to_rle(masks)

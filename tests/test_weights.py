@@ -398,6 +398,7 @@ def test_registry_metadata():
         assert entry.file_name.removesuffix(".pth").endswith(entry.md5[:6])  # Meta's naming: MD5 prefix
         assert len(entry.sha256) == 64
         assert entry.hf_hub_id.startswith("facebook/sam-vit-")
+        assert entry.family == "vit" and get_config(entry.config_name).encoder_family == entry.family
 
 
 @pytest.mark.slow
@@ -409,3 +410,74 @@ def test_vit_b_from_cache(tmp_path):
     model = load_model("vit_b")
     assert model.config == get_config("vit_b")
     assert_same_weights(model, written)
+
+
+# --------------------------------------------------------------------------- crafted configs (issue 15)
+
+_LOAD_UNDER_MEMORY_LIMIT = """
+import resource, sys
+import torch
+import samkit
+from samkit.weights import CheckpointError
+# A limit well above what loading the tiny model needs, well below what the crafted config asks for.
+with open("/proc/self/status") as status:
+    size_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+limit = size_kb * 1024 + (3 << 30)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    samkit.load_model(sys.argv[1])
+except CheckpointError as error:
+    print("CheckpointError:", error)
+except MemoryError:
+    print("MemoryError")
+else:
+    print("loaded")
+"""
+
+
+@pytest.mark.parametrize("stored, named", [
+    # The issue's file: vit_b defaults with 999 blocks (~28 GB of float32 weights).
+    ({"encoder_depth": 999}, ["encoder_depth: its stored samkit_config says 999, the tensors imply 2",
+                              "image_size: its stored samkit_config says 1024, the tensors imply 128",
+                              "encoder_depth=999 (limit 256)"]),
+    # The tiny config 65536 wide (~100 GB).
+    (dict(get_config("tiny").to_dict(), encoder_embed_dim=65536),
+     ["encoder_embed_dim: its stored samkit_config says 65536, the tensors imply 32",
+      "encoder_embed_dim=65536 (limit 16384)"]),
+], ids=["depth-999", "width-65536"])
+def test_crafted_stored_config_is_refused_before_building(tmp_path, tiny, stored, named):
+    """A stored config that disagrees with the tensors is refused, naming each differing field
+    with both values, before anything is allocated: the load runs in a child process whose
+    address space is limited to 3 GiB above its size at the start."""
+    import subprocess
+    import sys
+
+    _, expected = tiny
+    path = tmp_path / "crafted.pth"
+    torch.save({"model": expected, "samkit_config": stored}, path)
+    child = subprocess.run([sys.executable, "-c", _LOAD_UNDER_MEMORY_LIMIT, str(path)], capture_output=True,
+                           text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.startswith("CheckpointError:"), child.stdout + child.stderr[-2000:]
+    for text in named:
+        assert text in child.stdout, child.stdout
+
+
+@pytest.mark.parametrize("changes, named", [
+    (dict(encoder_depth=3, encoder_global_attn_indexes=(1,)),
+     "encoder_depth: the config passed in says 3, the tensors imply 2"),
+    (dict(decoder_mlp_dim=128), "decoder_mlp_dim: the config passed in says 128, the tensors imply 64"),
+    (dict(embedding_prompt_dim=16), "embedding_prompt_dim: the config passed in says 16, the tensors imply 0"),
+])
+def test_passed_config_differences_are_named_with_the_keys(tiny, changes, named):
+    path, _ = tiny
+    with pytest.raises(CheckpointError, match="does not match the architecture") as info:
+        load_model(path, config=get_config("tiny", **changes))
+    assert named in str(info.value)
+    assert "keys" in str(info.value) or "shape mismatches" in str(info.value)
+
+
+def test_size_limits_apply_to_passed_configs(tiny):
+    _, expected = tiny
+    with pytest.raises(CheckpointError, match=r"sizes above the limits \['image_size=16384 \(limit 8192\)'\]"):
+        load_model(expected, config=get_config("tiny", image_size=16384))

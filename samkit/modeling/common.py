@@ -52,3 +52,22 @@ class MLP(nn.Module):
             if i < last:
                 x = torch.relu(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
+
+
+def module_dtype(module: nn.Module) -> torch.dtype:
+    """Floating dtype of ``module``: that of its first floating-point parameter (else buffer).
+
+    The one place samkit reads a model's precision (``Sam.dtype``, ``Segmenter.dtype`` use it on
+    the image encoder, which ``load_model(dtype=...)`` converts).
+    """
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    raise ValueError(f"{type(module).__name__} has no floating-point parameters or buffers; cannot tell its dtype")
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Device of ``module``: that of its first parameter (else buffer)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    raise ValueError(f"{type(module).__name__} has no parameters or buffers; cannot tell its device")

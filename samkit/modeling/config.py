@@ -2,11 +2,19 @@
 
 A :class:`SamConfig` says how to build the network; nothing in it says where the
 weights come from (see :mod:`samkit.weights` for that).
+
+The image encoder comes from a family of :mod:`samkit.modeling.families` named by
+``encoder_family``. The ViT family's settings are the flat ``encoder_*`` fields (so configs and
+stored dicts written before families existed keep working); any other family keeps its settings
+in ``encoder_options`` and ignores the ``encoder_*`` fields.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from .families import get_family
 
 
 @dataclass(frozen=True)
@@ -17,8 +25,9 @@ class SamConfig:
 
     Attributes:
         image_size: side of the square model input (1024 in the paper).
-        patch_size: ViT patch side; the image embedding is ``image_size // patch_size`` square.
-        encoder_embed_dim: ViT width.
+        patch_size: the encoder's total stride (the ViT patch side); the image embedding is
+            ``image_size // patch_size`` square.
+        encoder_embed_dim: ViT width (this and the other ``encoder_*`` fields: ViT family only).
         encoder_depth: number of ViT blocks.
         encoder_num_heads: attention heads per ViT block.
         encoder_global_attn_indexes: blocks that attend globally; the rest use windows.
@@ -37,6 +46,9 @@ class SamConfig:
         embedding_prompt_dim: width of CLIP-style embeddings accepted as prompts; 0 (the paper's
             released models) means the model has no embedding prompt path.
         embedding_prompt_hidden_dim: hidden width of that projection (0: prompt_embed_dim).
+        encoder_family: name of the image-encoder family (``"vit"``: Meta's SAM).
+        encoder_options: settings of a family other than ViT, as a mapping (stored as sorted
+            ``(name, value)`` pairs so the config stays hashable); empty for ViT.
     """
 
     image_size: int = 1024
@@ -59,30 +71,29 @@ class SamConfig:
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     embedding_prompt_dim: int = 0
     embedding_prompt_hidden_dim: int = 0
+    encoder_family: str = "vit"
+    encoder_options: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size must be a multiple of patch_size, got {self.image_size} and {self.patch_size}"
             )
-        if self.encoder_embed_dim % self.encoder_num_heads:
-            raise ValueError(
-                "encoder_embed_dim must be divisible by encoder_num_heads, got "
-                f"{self.encoder_embed_dim} and {self.encoder_num_heads}"
-            )
         if (self.prompt_embed_dim // 2) % self.decoder_num_heads:
             raise ValueError(
                 "prompt_embed_dim // 2 must be divisible by decoder_num_heads, got "
                 f"{self.prompt_embed_dim} and {self.decoder_num_heads}"
             )
-        bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
-        if bad:
-            raise ValueError(
-                f"encoder_global_attn_indexes must lie in [0, {self.encoder_depth}), got {bad}"
-            )
         object.__setattr__(self, "encoder_global_attn_indexes", tuple(self.encoder_global_attn_indexes))
+        object.__setattr__(self, "encoder_options", _frozen_options(self.encoder_options))
+        get_family(self.encoder_family).settings_of(self)  # the family validates its settings
         object.__setattr__(self, "pixel_mean", tuple(float(v) for v in self.pixel_mean))
         object.__setattr__(self, "pixel_std", tuple(float(v) for v in self.pixel_std))
+
+    @property
+    def encoder(self) -> Any:
+        """The encoder family's settings object (a :class:`~samkit.modeling.vit.ViTConfig` for ViT)."""
+        return get_family(self.encoder_family).settings_of(self)
 
     @property
     def embedding_size(self) -> int:
@@ -97,12 +108,15 @@ class SamConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
+        d["encoder_options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.encoder_options}
         d["pixel_mean"] = list(self.pixel_mean)
         d["pixel_std"] = list(self.pixel_std)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SamConfig":
+        """Inverse of :meth:`to_dict`; fields left out take their defaults (older stored dicts
+        have no ``encoder_family``: they are ViT)."""
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -111,6 +125,18 @@ class SamConfig:
 
     def replace(self, **changes: Any) -> "SamConfig":
         return replace(self, **changes)
+
+
+def _frozen_options(options: Any) -> tuple[tuple[str, Any], ...]:
+    """``encoder_options`` as sorted (name, value) pairs, lists turned into tuples."""
+    items = options.items() if isinstance(options, Mapping) else options
+    try:
+        pairs = [(name, tuple(v) if isinstance(v, list) else v) for name, v in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"encoder_options must be a mapping of setting names to values, got {options!r}") from None
+    if not all(isinstance(name, str) for name, _ in pairs):
+        raise ValueError(f"encoder_options names must be strings, got {[name for name, _ in pairs]}")
+    return tuple(sorted(pairs))
 
 
 def _variant(**kwargs: Any):

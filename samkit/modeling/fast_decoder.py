@@ -18,12 +18,21 @@ positional encoding (``q . (x + pe)`` is split into a per-prompt and one shared 
 output projection's bias and the block's skip connection go into the same matrix product as
 the attention, so no (prompts x Ni x C) temporaries are made for them. Results match the plain
 path to float rounding, outputs and gradients (tests compare both, and with Meta's reference).
+
+The fast path is a part chosen when the model is built: :class:`FastTwoWayTransformer` and
+:class:`FastMaskDecoder` are drop-in subclasses of the plain modules (same parameters, same
+state dict) that :func:`samkit.modeling.build_sam` uses unless ``fast_decoder=False``. This
+module imports the plain modules; they never import it.
 """
 from __future__ import annotations
 
 import torch
 
+from .mask_decoder import MaskDecoder
 from .transformer import Attention, TwoWayTransformer
+
+__all__ = ["FastMaskDecoder", "FastTwoWayTransformer", "image_to_token", "token_to_image", "two_way_forward",
+           "upscale_and_predict"]
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -195,8 +204,8 @@ def two_way_forward(transformer: TwoWayTransformer, image_embedding: torch.Tenso
 
 # Inference upscaling on a CPU runs in blocks of image rows whose largest intermediate holds about
 # this many values (2 MB in float32: about one core's L2 cache), so the (tokens x 16 x C/8) features
-# never travel to main memory (for 64 vit_b prompts about 1.8x faster on a 2-core CPU, timed by hand).
-# On a GPU the blocks would only add kernel launches (4 per prompt for vit_b): it runs batched.
+# never travel to main memory (measured effect: scripts/runs/design_notes.md). On a GPU the blocks
+# would only add kernel launches (4 per prompt for vit_b): it runs batched.
 _BLOCK_VALUES = 1 << 19
 
 
@@ -251,3 +260,21 @@ def upscale_and_predict(decoder, keys: torch.Tensor, mask_tokens: torch.Tensor, 
             out[i, :, 4 * y0:4 * y1].view(k, y1 - y0, 2, 2, w, 2, 2).copy_(
                 block.view(y1 - y0, w, 2, 2, 2, 2, k).permute(6, 0, 2, 4, 1, 3, 5))
     return out
+
+
+class FastTwoWayTransformer(TwoWayTransformer):
+    """:class:`TwoWayTransformer` whose forward is :func:`two_way_forward` (absorbed projections)."""
+
+    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
+                point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same contract as :meth:`TwoWayTransformer.forward`."""
+        return two_way_forward(self, image_embedding, image_pe, point_embedding)
+
+
+class FastMaskDecoder(MaskDecoder):
+    """:class:`MaskDecoder` whose upscaling runs token-major (:func:`upscale_and_predict`)."""
+
+    def masks_from_tokens(self, keys: torch.Tensor, mask_tokens: torch.Tensor, grid: tuple[int, int],
+                          index: range | list[int]) -> torch.Tensor:
+        """Same contract as :meth:`MaskDecoder.masks_from_tokens`."""
+        return upscale_and_predict(self, keys, mask_tokens, grid, index)

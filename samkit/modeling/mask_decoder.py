@@ -39,8 +39,6 @@ class MaskDecoder(nn.Module):
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
-        # Upscale token-major with two matmuls (samkit.modeling.fast_decoder); False: conv-transpose path.
-        self.fused_upscaling = True
 
     def output_selection(self, multimask_output: bool) -> slice:
         return slice(1, None) if multimask_output else slice(0, 1)
@@ -96,11 +94,11 @@ class MaskDecoder(nn.Module):
 
     def masks_from_tokens(self, keys: torch.Tensor, mask_tokens: torch.Tensor, grid: tuple[int, int],
                           index: range | list[int]) -> torch.Tensor:
-        """Upscale (B, H*W, C) image tokens and apply the hypernetworks of ``index``: (B, len(index), 4H, 4W)."""
-        if self.fused_upscaling:
-            from .fast_decoder import upscale_and_predict
+        """Upscale (B, H*W, C) image tokens and apply the hypernetworks of ``index``: (B, len(index), 4H, 4W).
 
-            return upscale_and_predict(self, keys, mask_tokens, grid, index)
+        The plain conv-transpose pass; :class:`samkit.modeling.fast_decoder.FastMaskDecoder`
+        computes the same token-major (chosen by ``build_sam(fast_decoder=...)``).
+        """
         b, _, c = keys.shape
         upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(b, c, *grid))
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens[:, i, :]) for i in index], dim=1)

@@ -4,9 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .common import module_device, module_dtype
 from .config import SamConfig
 from .embedding_prompt import EmbeddingPrompt
-from .image_encoder import ImageEncoderViT
+from .families import get_family
+from .fast_decoder import FastMaskDecoder, FastTwoWayTransformer
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .transformer import TwoWayTransformer
@@ -25,7 +27,7 @@ class Sam(nn.Module):
 
     mask_threshold: float = 0.0
 
-    def __init__(self, *, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
+    def __init__(self, *, image_encoder: nn.Module, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
                  pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53),
                  pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375),
                  config: SamConfig | None = None, embedding_prompt: EmbeddingPrompt | None = None) -> None:
@@ -41,40 +43,51 @@ class Sam(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.pixel_mean.device
+        """Device of the parameters."""
+        return module_device(self)
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.image_encoder.patch_embed.proj.weight.dtype
+        """Floating dtype of the image encoder (the prompt encoder and decoder may stay float32)."""
+        return module_dtype(self.image_encoder)
 
     @property
     def image_size(self) -> int:
         return self.image_encoder.img_size
 
 
-def build_sam(config: SamConfig | None = None, **overrides) -> Sam:
+def build_sam(config: SamConfig | None = None, *, fast_decoder: bool = True, **overrides) -> Sam:
     """Build a randomly initialised SAM (eval mode) from a :class:`SamConfig`.
+
+    Args:
+        config: the architecture (default: ``vit_b``); its ``encoder_family`` names the image
+            encoder's builder in :mod:`samkit.modeling.families`.
+        fast_decoder: build the mask decoder from the fast parts of
+            :mod:`samkit.modeling.fast_decoder` (absorbed projections, token-major upscaling);
+            False: the plain modules. Both give the same outputs to float rounding and load
+            the same state dict.
+        overrides: SamConfig fields that replace those of ``config``.
 
     Example:
         >>> from samkit.modeling import build_sam, get_config
         >>> model = build_sam(get_config("tiny"))
+        >>> plain = build_sam(get_config("tiny"), fast_decoder=False)
     """
-    config = (config or SamConfig()).replace(**overrides) if overrides else (config or SamConfig())
+    config = config or SamConfig()
+    if overrides:
+        config = config.replace(**overrides)
+    transformer_class, decoder_class = ((FastTwoWayTransformer, FastMaskDecoder) if fast_decoder
+                                        else (TwoWayTransformer, MaskDecoder))
     grid = config.embedding_size
     model = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.encoder_embed_dim,
-            depth=config.encoder_depth, num_heads=config.encoder_num_heads, mlp_ratio=config.encoder_mlp_ratio,
-            out_chans=config.prompt_embed_dim, window_size=config.encoder_window_size,
-            global_attn_indexes=config.encoder_global_attn_indexes,
-        ),
+        image_encoder=get_family(config.encoder_family).build(config),
         prompt_encoder=PromptEncoder(
             embed_dim=config.prompt_embed_dim, image_embedding_size=(grid, grid),
             input_image_size=(config.image_size, config.image_size), mask_in_chans=config.mask_in_chans,
         ),
-        mask_decoder=MaskDecoder(
+        mask_decoder=decoder_class(
             transformer_dim=config.prompt_embed_dim,
-            transformer=TwoWayTransformer(config.decoder_depth, config.prompt_embed_dim, config.decoder_num_heads,
+            transformer=transformer_class(config.decoder_depth, config.prompt_embed_dim, config.decoder_num_heads,
                                           config.decoder_mlp_dim),
             num_multimask_outputs=config.num_multimask_outputs, iou_head_depth=config.iou_head_depth,
             iou_head_hidden_dim=config.iou_head_hidden_dim,

@@ -94,7 +94,6 @@ class TwoWayTransformer(nn.Module):
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
-        self.absorb_projections = True
 
     def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
                 point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,13 +107,9 @@ class TwoWayTransformer(nn.Module):
         Returns:
             tokens (B, Nt, C) and image tokens (B, H*W, C).
 
-        With ``absorb_projections`` (the default) the algebraically equivalent, faster pass of
-        :mod:`samkit.modeling.fast_decoder` runs; set it to False for this plain one.
+        This is the plain pass; :class:`samkit.modeling.fast_decoder.FastTwoWayTransformer`
+        computes the same with absorbed projections (chosen by ``build_sam(fast_decoder=...)``).
         """
-        if self.absorb_projections:
-            from .fast_decoder import two_way_forward
-
-            return two_way_forward(self, image_embedding, image_pe, point_embedding)
         b = point_embedding.shape[0]
         keys = image_embedding.flatten(2).transpose(1, 2).expand(b, -1, -1)
         key_pe = image_pe.flatten(2).transpose(1, 2)

@@ -143,9 +143,9 @@ class SamLoss:
     """Settings of :func:`sam_loss` (same defaults); calling it calls the function.
 
     The defaults suit fine-tuning a pretrained SAM. Training from scratch they stall on empty
-    masks: on the synthetic scenes, held-out point mIoU after 300 steps (runs by hand, 8 images
-    per step) was 0.15 with the defaults, 0.38 with ``focal_alpha=-1`` (unweighted) and 0.37
-    with ``dice_weight=5`` (``scripts/train_tiny.py`` uses both).
+    masks; use an unweighted focal loss (``focal_alpha=-1``) and a heavier dice term
+    (``dice_weight=5``), as ``scripts/train_tiny.py`` does (measurements:
+    ``scripts/runs/design_notes.md``).
     """
 
     focal_weight: float = 20.0

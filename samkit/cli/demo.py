@@ -1,0 +1,61 @@
+"""``samkit demo``: the Gradio demo in this process."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from samkit.cli.common import UsageError, find_model_source, precision_dtype, select_device
+
+__all__ = ["add_commands", "load_demo_module", "run_demo"]
+
+
+def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Register ``demo`` on the ``samkit`` sub-parsers."""
+    p = commands.add_parser("demo", parents=parents, help="launch the Gradio demo (pip install samkit[demo])",
+                            description="Launch the Gradio demo in this process until Ctrl-C. The model comes "
+                                        "from --model, else $SAMKIT_MODEL, else a cached known model; without "
+                                        "one the page says how to get one.")
+    p.add_argument("--model", metavar="NAME|PATH", help="checkpoint file, Hugging Face folder or known name")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs internet)")
+    p.set_defaults(func=run_demo, parser=p)
+
+
+def load_demo_module() -> Any:
+    """The Gradio demo module: ``samkit.demos.app`` when installed so, else ``demos/app.py`` of the checkout."""
+    try:
+        return importlib.import_module("samkit.demos.app")
+    except ModuleNotFoundError as error:
+        if error.name not in ("samkit.demos", "samkit.demos.app"):
+            raise
+    folder = Path(__file__).resolve().parents[2] / "demos"  # the checkout's demos/ beside samkit/
+    if not (folder / "app.py").is_file():
+        raise FileNotFoundError("the Gradio demo (demos/app.py) is not part of this samkit installation; run "
+                                "`samkit demo` from a source checkout installed with pip install -e .[demo]")
+    name = "samkit_demos"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"{name}.app")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port expects 1-65535, got {args.port}")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    app_module = load_demo_module()
+    model = find_model_source(args.model)  # None: the page explains how to get weights
+    app = app_module.build_app(model, device=select_device(args.device), dtype=precision_dtype(args.precision))
+    if not args.quiet:
+        print(f"samkit demo on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, quiet=args.quiet)
+    return 0

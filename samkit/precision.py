@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
+from typing import Any
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRECISIONS", "cpu_has_native_bf16", "check_precision", "parse_dtype"]
+__all__ = ["PRECISIONS", "check_device", "cpu_has_native_bf16", "check_precision", "parse_dtype"]
 
 # The precision choices front ends offer: name -> dtype name for ``load_model(dtype=...)`` (None: fp32).
 PRECISIONS: dict[str, str | None] = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
@@ -58,3 +59,22 @@ def check_precision(dtype: torch.dtype | None, device: torch.device | str | None
     elif dtype == torch.bfloat16 and not cpu_has_native_bf16():
         logger.warning("this CPU has no native bf16 instructions (AVX512-BF16/AMX): bfloat16 saves memory "
                        "but runs slower than float32 here")
+
+
+def check_device(device: Any) -> torch.device | None:
+    """A valid device that this machine has (or None), else ValueError naming the valid forms."""
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps', 'xpu' or another torch device, "
+                         f"got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} needs CUDA, which this machine's PyTorch does not see; use 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} does not exist: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' needs Apple's Metal backend, which is not available here; use 'cpu'")
+    return device

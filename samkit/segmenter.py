@@ -115,7 +115,9 @@ class Segmenter:
             raise ValueError(f"cache_size must be >= 0 and prompt_batch_size >= 1, got {cache_size}, {prompt_batch_size}")
         self.model = model.eval()
         if device is not None:
-            self.model.to(device)
+            from .precision import check_device
+
+            self.model.to(check_device(device))
         self.cache_size = cache_size
         self.prompt_batch_size = prompt_batch_size
         self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()

@@ -34,8 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
-import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -46,7 +44,10 @@ from torch import nn
 
 from samkit.errors import CheckpointError, WeightsNotFoundError
 from samkit.modeling.config import SamConfig, get_config
+from samkit.checkpoint_files import read_safetensors, read_torch
+from samkit.hf_weights import HF_HUB_PREFIX, read_hf_folder, snapshot_hf_hub
 from samkit.modeling.config_from_weights import check_architecture, infer_fields, key_listing
+from samkit.precision import check_device
 from samkit.pretrained import PRETRAINED_WEIGHTS, PretrainedWeights, cache_dir, download_weights, known_name
 
 __all__ = ["CHECKPOINT_SUFFIXES", "CheckpointError", "PRETRAINED_WEIGHTS", "PretrainedWeights", "ResolvedWeights",
@@ -64,7 +65,6 @@ CONFIG_KEY = "samkit_config"
 WRAPPER_KEYS = ("model", "state_dict")
 STRIPPED_PREFIXES = ("module.", "_orig_mod.", "sam.", "model.")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
-HF_HUB_PREFIX = "hf-hub:"
 
 
 class ResolvedWeights(NamedTuple):
@@ -109,10 +109,7 @@ def load_model(source: WeightsSource, *, config: SamConfig | str | None = None,
         WeightsNotFoundError: nothing found at ``source`` and it could not be fetched.
         CheckpointError: unreadable or unsafe file, or keys/shapes that do not match the architecture.
     """
-    if isinstance(source, (str, os.PathLike)) and not os.fspath(source).strip():
-        raise ValueError("source must be a checkpoint file, a Hugging Face folder, 'hf-hub:org/name' or a known "
-                         "model name, got an empty string")
-    device = _check_device(device)
+    device = check_device(device)
     if isinstance(dtype, str):
         from samkit.precision import parse_dtype
 
@@ -148,25 +145,6 @@ def load_model(source: WeightsSource, *, config: SamConfig | str | None = None,
     return model
 
 
-def _check_device(device: Any) -> torch.device | None:
-    """A valid device that this machine has (or None), else ValueError naming the valid forms."""
-    if device is None:
-        return None
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps', 'xpu' or another torch device, "
-                         f"got {device!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} needs CUDA, which this machine's PyTorch does not see; use 'cpu'")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {str(device)!r} does not exist: this machine has "
-                         f"{torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' needs Apple's Metal backend, which is not available here; use 'cpu'")
-    return device
-
-
 def read_weights(source: WeightsSource, *, progress: bool = False) -> ResolvedWeights:
     """Resolve ``source`` (see the module docstring) to a Meta-format state dict, without building a model."""
     if isinstance(source, Mapping):
@@ -174,13 +152,16 @@ def read_weights(source: WeightsSource, *, progress: bool = False) -> ResolvedWe
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a state dict, a path or a model name, got {type(source).__name__}")
     text = os.fspath(source)
+    if not text.strip():
+        raise ValueError("source must be a checkpoint file, a Hugging Face folder, 'hf-hub:org/name' or a known "
+                         "model name, got an empty string")
     path = Path(text).expanduser()
     if path.is_file():
         return _read_file(path)
     if path.is_dir():
-        return _read_hf_folder(path, origin=str(path))
+        return _from_hf_folder(path, origin=str(path))
     if text.startswith(HF_HUB_PREFIX):
-        return _read_hf_folder(_snapshot_hf_hub(text[len(HF_HUB_PREFIX):]), origin=text)
+        return _from_hf_folder(snapshot_hf_hub(text[len(HF_HUB_PREFIX):]), origin=text)
     name = known_name(text)
     if name is not None:
         state_dict, stored, origin = _read_file(download_weights(name, progress=progress))
@@ -196,43 +177,18 @@ def _read_file(path: Path) -> ResolvedWeights:
         raise CheckpointError(f"unsupported checkpoint file {path}: expected a suffix in {list(CHECKPOINT_SUFFIXES)}, "
                               f"got {suffix!r}")
     if suffix == ".safetensors":
-        tensors, metadata = _read_safetensors(path)
+        tensors, metadata = read_safetensors(path)
         resolved = _normalize(tensors, origin=str(path))
         stored = metadata.get(CONFIG_KEY)
         if stored is not None and resolved.config is None:
             return resolved._replace(config=_stored_config(stored, str(path)))
         return resolved
-    return _normalize(_read_torch(path), origin=str(path))
+    return _normalize(read_torch(path), origin=str(path))
 
 
-def _read_torch(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        unsafe = re.search(r"GLOBAL (\S+)", str(error))
-        if unsafe:
-            raise CheckpointError(
-                f"refused to load {path}: it holds a pickled Python object ({unsafe.group(1)}) that could run code "
-                "when unpickled; expected only tensors and plain containers (torch.load weights_only=True). If you "
-                "trust the file, load it yourself and pass its state dict.") from error
-        raise CheckpointError(f"cannot read {path}: not a valid torch checkpoint (corrupt or truncated?)") from error
-    except Exception as error:  # torch raises RuntimeError, EOFError, KeyError... on damaged files
-        raise CheckpointError(f"cannot read {path}: not a valid torch checkpoint (corrupt or truncated?): "
-                              f"{type(error).__name__}: {str(error)[:200]}") from error
-
-
-def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
-    try:
-        from safetensors import safe_open
-    except ImportError as error:
-        raise ImportError("reading .safetensors needs the safetensors package: pip install samkit[transformers]"
-                          ) from error
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
-    except Exception as error:  # safetensors raises its own SafetensorError on damaged files
-        raise CheckpointError(f"cannot read {path}: not a valid safetensors file (corrupt or truncated?): "
-                              f"{str(error)[:200]}") from error
+def _from_hf_folder(folder: Path, *, origin: str) -> ResolvedWeights:
+    tensors, config = read_hf_folder(folder, origin=origin)
+    return _normalize(tensors, origin=origin)._replace(config=config)
 
 
 def _stored_config(value: Any, origin: str) -> SamConfig:
@@ -280,88 +236,6 @@ def _normalize(obj: Any, *, origin: str) -> ResolvedWeights:
         except ValueError as error:
             raise CheckpointError(f"{origin}: {error}") from error
     return ResolvedWeights(state_dict, config, origin)
-
-
-def _hf_weight_files(folder: Path) -> list[Path] | None:
-    for single, index in (("model.safetensors", "model.safetensors.index.json"),
-                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
-        if (folder / single).is_file():
-            return [folder / single]
-        if (folder / index).is_file():
-            return _shard_files(folder / index)
-    return None
-
-
-def _shard_files(index_file: Path) -> list[Path]:
-    """The shard files a Hugging Face ``*.index.json`` names; each must be a file beside it."""
-    try:
-        index = json.loads(index_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
-        raise CheckpointError(f"{index_file}: not a valid JSON index file: {error}") from None
-    weight_map = index.get("weight_map") if isinstance(index, Mapping) else None
-    if not isinstance(weight_map, Mapping) or not weight_map:
-        raise CheckpointError(f"{index_file}: expected a 'weight_map' of parameter names to shard files")
-    names = sorted({str(name) for name in weight_map.values()})
-    outside = [n for n in names if Path(n).name != n or n in (".", "..")]
-    if outside:
-        raise CheckpointError(f"{index_file}: shard files must lie in the same folder, got {outside[:3]}")
-    missing = [n for n in names if not (index_file.parent / n).is_file()]
-    if missing:
-        raise CheckpointError(f"{index_file}: shard files listed but missing: {missing[:5]}")
-    return [index_file.parent / n for n in names]
-
-
-def _read_hf_folder(folder: Path, *, origin: str) -> ResolvedWeights:
-    from samkit import hf_mapping
-
-    files = _hf_weight_files(folder)
-    config_file = folder / "config.json"
-    if files is None or not config_file.is_file():
-        found = sorted(p.name for p in folder.iterdir())[:12]
-        raise CheckpointError(f"{origin} is not a Hugging Face SAM folder: expected config.json and model.safetensors "
-                              f"or pytorch_model.bin, found {found}")
-    try:
-        config = hf_mapping.sam_config_from_hf(json.loads(config_file.read_text()))
-    except (ValueError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{config_file}: {error}") from error
-    tensors: dict[str, Any] = {}
-    for file in files:
-        shard = _read_safetensors(file)[0] if file.suffix == ".safetensors" else _read_torch(file)
-        if not isinstance(shard, Mapping):
-            raise CheckpointError(f"{file}: expected a mapping of parameter names to tensors, "
-                                  f"got {type(shard).__name__}")
-        tensors.update(shard)
-    return _normalize(tensors, origin=origin)._replace(config=config)
-
-
-def _snapshot_hf_hub(spec: str) -> Path:
-    repo_id, _, revision = spec.partition("@")
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
-        raise ValueError(f"expected '{HF_HUB_PREFIX}org/name' or '{HF_HUB_PREFIX}org/name@revision', "
-                         f"got {HF_HUB_PREFIX + spec!r}")
-    try:
-        import huggingface_hub
-        from huggingface_hub.errors import EntryNotFoundError
-    except ImportError as error:
-        raise ImportError(f"loading '{HF_HUB_PREFIX}' weights needs huggingface_hub: pip install samkit[transformers]"
-                          ) from error
-
-    def fetch(*patterns: str) -> Path:
-        return Path(huggingface_hub.snapshot_download(repo_id, revision=revision or None, library_name="samkit",
-                                                      allow_patterns=["config.json", *patterns]))
-
-    try:
-        folder = fetch("model.safetensors", "model.safetensors.index.json", "model-*.safetensors")
-        if _hf_weight_files(folder) is None:
-            folder = fetch("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin")
-    except (OSError, ValueError, EntryNotFoundError) as error:
-        offline = huggingface_hub.constants.is_offline_mode()
-        raise WeightsNotFoundError(
-            f"cannot fetch Hugging Face repo {repo_id!r} (offline mode {'on' if offline else 'off'}): "
-            f"{str(error).rstrip('.')}. "
-            f"On a connected machine run `hf download {repo_id}` (it fills the cache used offline), or pass the "
-            "path of a local SAM folder") from error
-    return folder
 
 
 # --------------------------------------------------------------------------- architecture

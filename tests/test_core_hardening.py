@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import samkit
 from samkit import ImageEmbedding, Prompts, Segmenter, load_model
 from samkit.errors import CheckpointError
 from samkit.modeling import build_sam
@@ -251,3 +252,20 @@ def test_load_model_rejects_bad_devices_before_reading(device, match):
 def test_load_model_rejects_an_empty_source(source):
     with pytest.raises(ValueError, match="got an empty string"):
         load_model(source)
+
+
+def test_read_weights_rejects_an_empty_source():
+    from samkit.weights import read_weights
+
+    with pytest.raises(ValueError, match="got an empty string"):
+        read_weights("")
+
+
+def test_segmenter_rejects_a_bad_device(tiny_model_for_device_check):
+    with pytest.raises(ValueError, match=r"device must be .*got 'gpu'"):
+        samkit.Segmenter(tiny_model_for_device_check, device="gpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_for_device_check():
+    return samkit.build_sam(samkit.get_config("tiny"))

@@ -15,6 +15,7 @@ from .hf_detectors import (
     grounding_text,
     load_hf_detector,
 )
+from .registry import DETECTOR_FAMILIES, DetectorFamily, detector_families, detector_family, load_detector
 from .supervision import from_supervision_detections
 from .ultralytics import YOLODetector, detect_with_yolo, load_yolo, yolo_result_to_prompts
 
@@ -25,4 +26,5 @@ __all__ = [
     "ZERO_SHOT_MODEL_TYPES", "ClosedSetDetector", "ZeroShotDetector", "detect_closed_set", "detect_zero_shot",
     "grounding_text", "load_hf_detector", "from_supervision_detections",
     "YOLODetector", "detect_with_yolo", "load_yolo", "yolo_result_to_prompts",
+    "DETECTOR_FAMILIES", "DetectorFamily", "detector_families", "detector_family", "load_detector",
 ]

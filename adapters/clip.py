@@ -16,7 +16,9 @@ Weights, in the order open_clip resolves them:
   downloads, and only because the caller named the weights.
 
 Offline with neither the file nor the cache, the error says which weights are missing and
-how to provide them.
+how to provide them. Weights files are read by open_clip with ``torch.load(weights_only=True)``
+(or as safetensors): a file holding other pickled objects is refused with a
+:class:`~samkit.errors.CheckpointError` before anything in it runs.
 
 Example:
     >>> clip = ClipModel("ViT-B-32", pretrained="openai")                   # doctest: +SKIP
@@ -28,12 +30,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from samkit.errors import CheckpointError
 from samkit.weights import WeightsNotFoundError
 
 __all__ = ["ClipModel"]
@@ -91,6 +95,11 @@ class ClipModel:
             self.model, self.preprocess, self.tokenizer = load_clip(self.settings)
         except ImportError as exc:
             raise ImportError(f"ClipModel needs open_clip: {_INSTALL} ({exc})") from None
+        except pickle.UnpicklingError as exc:  # open_clip reads .bin / .pt files with weights_only=True
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"refused to load CLIP {model_name!r} with pretrained={pretrained!r}: the weights file holds pickled "
+                f"Python objects that could run code, expected tensors only ({reason})") from None
         except (RuntimeError, OSError) as exc:
             raise WeightsNotFoundError(
                 f"cannot load CLIP {model_name!r} with pretrained={pretrained!r}: {exc}. Offline, download the "

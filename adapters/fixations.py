@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_DISPERSION", "DEFAULT_VELOCITY", "Fixations", "detect_fixations"]
+__all__ = ["DEFAULT_DISPERSION", "DEFAULT_VELOCITY", "Fixations", "detect_fixations", "check_coordinates",
+           "check_frame_size", "check_positive", "points_inside", "resolve_detection_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class Fixations:
 
 
 # -- validation -------------------------------------------------------------------------------
-def _positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
+def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -124,12 +125,12 @@ def _positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     return v
 
 
-def _check_coordinates(coordinates: str) -> None:
+def check_coordinates(coordinates: str) -> None:
     if coordinates not in COORDINATES:
         raise ValueError(f"coordinates must be one of {COORDINATES}, got {coordinates!r}")
 
 
-def _check_frame_size(frame_size: Any) -> tuple[float, float] | None:
+def check_frame_size(frame_size: Any) -> tuple[float, float] | None:
     if frame_size is None:
         return None
     try:
@@ -141,19 +142,19 @@ def _check_frame_size(frame_size: Any) -> tuple[float, float] | None:
     return float(size[0]), float(size[1])
 
 
-def _resolve_detection_settings(method: str, dispersion_threshold: float | None,
+def resolve_detection_settings(method: str, dispersion_threshold: float | None,
                                 velocity_threshold: float | None, min_duration: float,
                                 min_confidence: float, max_gap: float, smoothing: int,
                                 coordinates: str) -> tuple[float, float]:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_coordinates(coordinates)
+    check_coordinates(coordinates)
     dispersion = DEFAULT_DISPERSION[coordinates] if dispersion_threshold is None else \
-        _positive("dispersion_threshold", dispersion_threshold)
+        check_positive("dispersion_threshold", dispersion_threshold)
     velocity = DEFAULT_VELOCITY[coordinates] if velocity_threshold is None else \
-        _positive("velocity_threshold", velocity_threshold)
-    _positive("min_duration", min_duration, allow_zero=True)
-    _positive("max_gap", max_gap, allow_zero=True)
+        check_positive("velocity_threshold", velocity_threshold)
+    check_positive("min_duration", min_duration, allow_zero=True)
+    check_positive("max_gap", max_gap, allow_zero=True)
     if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float, np.number)) \
             or not np.isfinite(min_confidence):
         raise ValueError(f"min_confidence must be a finite number, got {min_confidence!r}")
@@ -247,7 +248,7 @@ def _ivt(t: np.ndarray, x: np.ndarray, y: np.ndarray, threshold: float,
     return list(zip(firsts[keep].tolist(), lasts[keep].tolist()))
 
 
-def _inside(x: np.ndarray, y: np.ndarray, size: tuple[float, float], coordinates: str
+def points_inside(x: np.ndarray, y: np.ndarray, size: tuple[float, float], coordinates: str
             ) -> np.ndarray:
     h, w = (1.0, 1.0) if coordinates == "normalized" else size
     return (x >= 0) & (x <= w) & (y >= 0) & (y <= h)
@@ -314,10 +315,10 @@ def detect_fixations(samples: Any, method: str = "idt", *,
         >>> detect_fixations(samples).to_array()[:, :4].tolist()
         [[0.0, 0.1, 10.333333333333334, 10.333333333333334]]
     """
-    dispersion, velocity = _resolve_detection_settings(
+    dispersion, velocity = resolve_detection_settings(
         method, dispersion_threshold, velocity_threshold, min_duration, min_confidence, max_gap,
         smoothing, coordinates)
-    size = _check_frame_size(frame_size)
+    size = check_frame_size(frame_size)
     data = _as_samples(samples)
 
     valid = np.isfinite(data[:, 1]) & np.isfinite(data[:, 2])
@@ -346,7 +347,7 @@ def detect_fixations(samples: Any, method: str = "idt", *,
     cy = np.array([y[a:b + 1].mean() for a, b in spans])
     fixations = Fixations(t[first], t[last], cx, cy, last - first + 1, coordinates=coordinates)
     if size is not None:
-        inside = _inside(fixations.x, fixations.y, size, coordinates)
+        inside = points_inside(fixations.x, fixations.y, size, coordinates)
         if not inside.all():
             logger.info("dropped %d of %d fixations with centroid outside the %gx%g (H x W) "
                         "frame", int((~inside).sum()), len(fixations), size[0], size[1])

@@ -36,8 +36,8 @@ import numpy as np
 
 from samkit.prompts import Prompts
 
-from .fixations import (DEFAULT_DISPERSION, DEFAULT_VELOCITY, Fixations, _check_coordinates, _check_frame_size,
-                        _inside, _positive, _resolve_detection_settings, detect_fixations)
+from .fixations import (DEFAULT_DISPERSION, DEFAULT_VELOCITY, Fixations, check_coordinates, check_frame_size,
+                        check_positive, detect_fixations, points_inside, resolve_detection_settings)
 
 __all__ = [
     "DEFAULT_DISPERSION",
@@ -95,14 +95,14 @@ def fixations_to_prompts(fixations: Fixations, frame_times: Any, *, tolerance: f
         raise TypeError(f"fixations must be Fixations, got {type(fixations).__name__}")
     if coordinates is None:
         coordinates = fixations.coordinates
-    _check_coordinates(coordinates)
+    check_coordinates(coordinates)
     if coordinates != fixations.coordinates:
         raise ValueError(f"coordinates={coordinates!r} disagrees with fixations.coordinates="
                          f"{fixations.coordinates!r}")
-    tolerance = _positive("tolerance", tolerance, allow_zero=True)
-    min_negative_distance = _positive("min_negative_distance", min_negative_distance,
+    tolerance = check_positive("tolerance", tolerance, allow_zero=True)
+    min_negative_distance = check_positive("min_negative_distance", min_negative_distance,
                                       allow_zero=True)
-    size = _check_frame_size(frame_size)
+    size = check_frame_size(frame_size)
     if coordinates == "normalized" and size is None:
         raise ValueError("frame_size=(H, W) is required to turn normalized gaze into pixels, "
                          "got None")
@@ -117,7 +117,7 @@ def fixations_to_prompts(fixations: Fixations, frame_times: Any, *, tolerance: f
     px, py = fixations.x[order], fixations.y[order]
     if coordinates == "normalized":
         px, py = px * size[1], py * size[0]
-    inside = np.ones(len(order), bool) if size is None else _inside(px, py, size, "pixels")
+    inside = np.ones(len(order), bool) if size is None else points_inside(px, py, size, "pixels")
     # fixation k is active at t when lower[k] <= t <= end[k] + tolerance; the running max of the
     # ends keeps the search bounds valid for overlapping fixations
     lower = start - tolerance
@@ -181,12 +181,12 @@ class GazeAdapter:
     min_negative_distance: float = 50.0
 
     def __post_init__(self) -> None:
-        _resolve_detection_settings(self.method, self.dispersion_threshold,
+        resolve_detection_settings(self.method, self.dispersion_threshold,
                                     self.velocity_threshold, self.min_duration,
                                     self.min_confidence, self.max_gap, self.smoothing,
                                     self.coordinates)
-        _check_frame_size(self.frame_size)
-        _positive("tolerance", self.tolerance, allow_zero=True)
+        check_frame_size(self.frame_size)
+        check_positive("tolerance", self.tolerance, allow_zero=True)
 
     def detect(self, samples: Any) -> Fixations:
         """:func:`detect_fixations` with these settings."""

@@ -34,13 +34,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from samkit.arrays import to_numpy
 from samkit.prompts import Prompts
 from samkit.transforms import to_rgb_uint8
 
-from .base import boxes_to_prompts
+from .boxes import boxes_to_prompts
 
 __all__ = ["ZeroShotDetector", "ClosedSetDetector", "detect_zero_shot", "detect_closed_set",
-           "load_hf_detector", "grounding_text", "ZERO_SHOT_MODEL_TYPES"]
+           "load_hf_detector", "grounding_text", "is_transformers_detector", "ZERO_SHOT_MODEL_TYPES"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,18 @@ _INSTALL = "pip install samkit[transformers]"
 #: model_type -> how queries are given: one query list per image, or one grounding string.
 ZERO_SHOT_MODEL_TYPES = {"owlvit": "query_list", "owlv2": "query_list",
                          "grounding-dino": "grounding_text", "mm-grounding-dino": "grounding_text"}
+
+
+def is_transformers_detector(obj: Any) -> bool:
+    """Whether ``obj`` is used as a transformers model (duck-typed: callable, ``.config.model_type``)."""
+    return callable(obj) and hasattr(getattr(obj, "config", None), "model_type")
+
+
+def _check_threshold(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def load_hf_detector(model: str | os.PathLike | Any, *, processor: Any = None, zero_shot: bool = True,
@@ -71,20 +84,24 @@ def load_hf_detector(model: str | os.PathLike | Any, *, processor: Any = None, z
         model_cls = (transformers.AutoModelForZeroShotObjectDetection if zero_shot
                      else transformers.AutoModelForObjectDetection)
         processor_cls = transformers.AutoProcessor if zero_shot else transformers.AutoImageProcessor
+        if os.path.isfile(name):
+            raise ValueError(f"a transformers detector is a folder written by save_pretrained or a hub id, got the "
+                             f"file {name!r}")
+        safe = {"trust_remote_code": False}  # a folder's or hub repo's own Python code is never run
         try:
             if zero_shot:
-                model_type = transformers.AutoConfig.from_pretrained(name).model_type
+                model_type = transformers.AutoConfig.from_pretrained(name, **safe).model_type
                 if model_type not in ZERO_SHOT_MODEL_TYPES:
                     raise ValueError(f"zero-shot detection supports model types {sorted(ZERO_SHOT_MODEL_TYPES)}, "
                                      f"got {model_type!r} from {name!r}")
-            processor = processor if processor is not None else processor_cls.from_pretrained(name)
-            model = model_cls.from_pretrained(name)
+            processor = processor if processor is not None else processor_cls.from_pretrained(name, **safe)
+            model = model_cls.from_pretrained(name, weights_only=True, **safe)  # pickled .bin: tensors only
         except OSError as exc:
             raise OSError(f"cannot load detector {name!r}: {exc}. Offline, pass a local folder written by "
                           "save_pretrained (config.json, the weights and the processor files).") from None
     elif processor is None:
         raise ValueError(f"a built model ({type(model).__name__}) needs processor=..., got None")
-    if not hasattr(model, "config") or not callable(model):
+    if not is_transformers_detector(model):
         raise TypeError(f"model must be a transformers detection model, got {type(model).__name__}")
     model.eval()
     if device is not None:
@@ -151,10 +168,8 @@ def _clip(boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndar
 
 def _finish(boxes: Any, scores: Any, class_ids: np.ndarray, names: Any, size: tuple[int, int], clip_boxes: bool,
             source: str, extra: dict[str, list[Any]]) -> Prompts:
-    boxes = np.asarray(boxes.detach().cpu().float() if hasattr(boxes, "detach") else boxes,
-                       dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(scores.detach().cpu().float() if hasattr(scores, "detach") else scores,
-                        dtype=np.float64).reshape(-1)
+    boxes = np.asarray(to_numpy(boxes), dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(to_numpy(scores), dtype=np.float64).reshape(-1)
     keep = np.ones(len(boxes), dtype=bool)
     if clip_boxes:
         boxes, keep = _clip(boxes, size)
@@ -211,6 +226,8 @@ def detect_zero_shot(model: Any, processor: Any, images: Iterable[Any], queries:
     import torch
 
     queries = _check_queries(queries)
+    threshold = _check_threshold("threshold", threshold)
+    text_threshold = _check_threshold("text_threshold", text_threshold)
     model_type = getattr(model.config, "model_type", None)
     family = ZERO_SHOT_MODEL_TYPES.get(model_type)
     if family is None:
@@ -302,6 +319,7 @@ def detect_closed_set(model: Any, processor: Any, images: Iterable[Any], *, thre
     """
     import torch
 
+    threshold = _check_threshold("threshold", threshold)
     names = _id2label(model)
     keep_ids = _closed_set_class_ids(classes, names)
     out: list[Prompts] = []
@@ -325,27 +343,38 @@ class ZeroShotDetector:
 
     Args:
         model: a local folder, a hub id or a built model (then also ``processor``).
-        queries: the text queries.
+        queries: the text queries; None leaves them to be set (``detector.queries = [...]``)
+            before the first image.
         threshold, text_threshold, clip_boxes, batch_size: see :func:`detect_zero_shot`.
         processor: the processor for a built model.
         device: where to run the model.
     """
 
-    def __init__(self, model: str | os.PathLike | Any, queries: Sequence[str], *, threshold: float = 0.1,
-                 text_threshold: float = 0.25, clip_boxes: bool = True, batch_size: int = 4,
+    open_vocabulary = True
+
+    def __init__(self, model: str | os.PathLike | Any, queries: Sequence[str] | None = None, *,
+                 threshold: float = 0.1, text_threshold: float = 0.25, clip_boxes: bool = True, batch_size: int = 4,
                  processor: Any = None, device: str | None = None) -> None:
-        self.queries = _check_queries(queries)
+        self.queries = None if queries is None else _check_queries(queries)
         self.model, self.processor = load_hf_detector(model, processor=processor, zero_shot=True, device=device)
         model_type = getattr(self.model.config, "model_type", None)
         if model_type not in ZERO_SHOT_MODEL_TYPES:
             raise ValueError(f"ZeroShotDetector supports model types {sorted(ZERO_SHOT_MODEL_TYPES)}, got {model_type!r}")
-        if ZERO_SHOT_MODEL_TYPES[model_type] == "grounding_text":
+        if self.queries is not None and ZERO_SHOT_MODEL_TYPES[model_type] == "grounding_text":
             grounding_text(self.queries)  # bad queries fail here, not at the first image
-        self.threshold, self.text_threshold = threshold, text_threshold
+        self.threshold = _check_threshold("threshold", threshold)
+        self.text_threshold = _check_threshold("text_threshold", text_threshold)
         self.clip_boxes, self.batch_size = clip_boxes, batch_size
+
+    @property
+    def categories(self) -> list[dict[str, Any]]:
+        """COCO categories ``[{"id": i + 1, "name": query}]`` of the queries (empty without queries)."""
+        return [{"id": i + 1, "name": q} for i, q in enumerate(self.queries or [])]
 
     def detect_batch(self, images: Iterable[Any]) -> list[Prompts]:
         """One :class:`Prompts` per RGB image."""
+        if self.queries is None:
+            raise ValueError("this ZeroShotDetector has no queries; set detector.queries = ['a cat', ...] first")
         return detect_zero_shot(self.model, self.processor, images, self.queries, threshold=self.threshold,
                                 text_threshold=self.text_threshold, clip_boxes=self.clip_boxes,
                                 batch_size=self.batch_size)
@@ -365,13 +394,20 @@ class ClosedSetDetector:
         device: where to run the model.
     """
 
+    open_vocabulary = False
+
     def __init__(self, model: str | os.PathLike | Any, *, threshold: float = 0.5,
                  classes: Sequence[int | str] | None = None, clip_boxes: bool = True, batch_size: int = 4,
                  processor: Any = None, device: str | None = None) -> None:
         self.model, self.processor = load_hf_detector(model, processor=processor, zero_shot=False, device=device)
         _closed_set_class_ids(classes, _id2label(self.model))  # unknown classes fail here, not at the first image
-        self.threshold, self.classes = threshold, classes
+        self.threshold, self.classes = _check_threshold("threshold", threshold), classes
         self.clip_boxes, self.batch_size = clip_boxes, batch_size
+
+    @property
+    def categories(self) -> list[dict[str, Any]]:
+        """COCO categories ``[{"id": class_id, "name": label}]`` from ``config.id2label``, by id."""
+        return [{"id": k, "name": v} for k, v in sorted(_id2label(self.model).items())]
 
     def detect_batch(self, images: Iterable[Any]) -> list[Prompts]:
         """One :class:`Prompts` per RGB image."""

@@ -18,18 +18,20 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from samkit.formats.jsonable import to_python
 from samkit.prompts import Prompts
 
-from .base import boxes_to_prompts, resolve_class_names
+from .boxes import boxes_to_prompts, resolve_class_names
 
-__all__ = ["from_supervision_detections"]
+__all__ = ["from_supervision_detections", "is_detections_like"]
 
 _RESERVED = ("label", "class_id", "score", "source", "box")
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else (
-        value.tolist() if isinstance(value, np.ndarray) else value)
+def is_detections_like(obj: Any) -> bool:
+    """Whether ``obj`` is used as a ``supervision.Detections`` (duck-typed: ``.xyxy``,
+    ``.confidence`` and ``.class_id``)."""
+    return hasattr(obj, "xyxy") and hasattr(obj, "confidence") and hasattr(obj, "class_id")
 
 
 def from_supervision_detections(detections: Any,
@@ -77,5 +79,5 @@ def from_supervision_detections(detections: Any,
         if len(values) != n:
             raise ValueError(f"detections field {key!r} must have one value per box ({n}), got {len(values)}")
         for meta, value in zip(prompts.meta, values):
-            meta[key] = _plain(value)
+            meta[key] = to_python(value)
     return prompts

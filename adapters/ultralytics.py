@@ -28,37 +28,80 @@ import numpy as np
 from samkit.prompts import Prompts
 from samkit.transforms import to_rgb_uint8
 
-from .base import boxes_to_prompts, resolve_class_names
+from .boxes import boxes_to_prompts, resolve_class_names
+from .safe_files import check_yolo_file
 
-__all__ = ["YOLODetector", "load_yolo", "detect_with_yolo", "yolo_result_to_prompts"]
+__all__ = ["YOLODetector", "load_yolo", "detect_with_yolo", "yolo_result_to_prompts", "is_yolo_like"]
 
 logger = logging.getLogger(__name__)
 
 _INSTALL = "pip install samkit[ultralytics]"
+_SUFFIXES = (".pt", ".yaml", ".yml")
 
 
-def load_yolo(model: str | os.PathLike | Any) -> Any:
+def is_yolo_like(obj: Any) -> bool:
+    """Whether ``obj`` is used as an ``ultralytics.YOLO`` (duck-typed: ``.predict`` and ``.names``)."""
+    return hasattr(obj, "predict") and hasattr(obj, "names")
+
+
+def _offline() -> bool:
+    return os.environ.get("YOLO_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _official_names() -> frozenset[str]:
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return frozenset(GITHUB_ASSETS_NAMES)
+
+
+def load_yolo(model: str | os.PathLike | Any, *, trust_file: bool = False) -> Any:
     """An ``ultralytics.YOLO`` from a ``.pt`` file, a ``.yaml`` (random weights) or as given.
 
-    A path with a folder part must exist. A bare name such as ``"yolov8n.pt"`` that is not a
-    local file is handed to ultralytics, which downloads its official weights (online only).
+    A local file is checked before ultralytics opens it (:mod:`samkit.adapters.safe_files`):
+    a ``.pt`` holding Python objects other than YOLO layers, or a ``.yaml`` whose activation or
+    layer names are not torch layers, is refused, because ultralytics would run code from it.
+    A name that is not a local file must be one of ultralytics' official assets (e.g.
+    ``"yolov8n.pt"``, downloaded by ultralytics, never with ``YOLO_OFFLINE=1``) or one of its
+    packaged model configs (``"yolov8n.yaml"``).
+
+    Args:
+        model: a path or name ending in ``.pt``, ``.yaml`` or ``.yml``, or a ``YOLO``-like object.
+        trust_file: skip the check of a local file. Only for files you trust: loading one made
+            to attack you runs its code.
 
     Raises:
         ImportError: ultralytics is not installed (``pip install samkit[ultralytics]``).
-        FileNotFoundError: a path with a folder part that does not exist.
+        FileNotFoundError: a local path that does not exist, a ``.pt`` name that is not an
+            official asset, or any missing ``.pt`` while ``YOLO_OFFLINE=1``.
+        CheckpointError: the local file is unreadable or could run code (see ``trust_file``).
     """
     if not isinstance(model, (str, os.PathLike)):
-        if not (hasattr(model, "predict") and hasattr(model, "names")):
+        if not is_yolo_like(model):
             raise TypeError("model must be a path to a .pt / .yaml file or an ultralytics.YOLO-like object "
                             f"(with .predict and .names), got {type(model).__name__}")
         return model
     path = os.fspath(model)
-    if os.path.dirname(path) and not os.path.exists(path):
-        raise FileNotFoundError(f"YOLO model file not found: {path}")
+    if not path.lower().endswith(_SUFFIXES):
+        raise ValueError(f"a YOLO model file must end in {', '.join(_SUFFIXES)}, got {path!r}; for other "
+                         "export formats build ultralytics.YOLO yourself and pass the object")
     try:
         from ultralytics import YOLO
     except ImportError:
         raise ImportError(f"loading a YOLO model from {path!r} needs ultralytics: {_INSTALL}") from None
+    if os.path.isfile(path):
+        if not trust_file:
+            check_yolo_file(path)
+    elif os.path.exists(path):
+        raise ValueError(f"expected a YOLO model file, got the folder {path!r}")
+    elif os.path.dirname(path):
+        raise FileNotFoundError(f"YOLO model file not found: {path}")
+    elif path.lower().endswith(".pt"):
+        if _offline():
+            raise FileNotFoundError(f"YOLO model file not found: {path}; it is not a local file and YOLO_OFFLINE=1 "
+                                    "forbids downloading it")
+        if path not in _official_names():
+            raise FileNotFoundError(f"YOLO model file not found: {path}; it is not a local file nor an official "
+                                    "ultralytics model name (e.g. yolov8n.pt), so nothing can be downloaded")
     return YOLO(path)
 
 
@@ -148,6 +191,7 @@ class YOLODetector:
 
     Args:
         model: a local ``.pt``, a ``.yaml`` (random weights) or an already-built ``YOLO``.
+        trust_file: skip the safety check of a local file (see :func:`load_yolo`).
         conf, iou, classes, max_det, imgsz, device, batch_size: see :func:`detect_with_yolo`.
         prompts: YOLO-World text prompts; ``model.set_classes(prompts)`` is called once here.
 
@@ -159,8 +203,9 @@ class YOLODetector:
 
     def __init__(self, model: str | os.PathLike | Any, *, conf: float = 0.25, iou: float = 0.7,
                  classes: Sequence[int | str] | None = None, max_det: int = 300, imgsz: int | None = None,
-                 device: str | None = None, batch_size: int = 16, prompts: Sequence[str] | None = None) -> None:
-        self.model = load_yolo(model)
+                 device: str | None = None, batch_size: int = 16, prompts: Sequence[str] | None = None,
+                 trust_file: bool = False) -> None:
+        self.model = load_yolo(model, trust_file=trust_file)
         if prompts is not None:
             if isinstance(prompts, str) or not all(isinstance(p, str) and p.strip() for p in prompts) \
                     or not len(prompts):
@@ -179,6 +224,16 @@ class YOLODetector:
     def class_names(self) -> dict[int, str]:
         """``{class_id: name}`` of the model (the prompts for YOLO-World)."""
         return resolve_class_names(self.model.names)
+
+    @property
+    def open_vocabulary(self) -> bool:
+        """True for YOLO-World models, whose classes are set from text (``set_classes``)."""
+        return hasattr(self.model, "set_classes")
+
+    @property
+    def categories(self) -> list[dict[str, Any]]:
+        """COCO categories ``[{"id": class_id, "name": name}]`` of the model's classes, by id."""
+        return [{"id": int(k), "name": v} for k, v in sorted(self.class_names.items())]
 
     def detect_batch(self, images: Iterable[Any]) -> list[Prompts]:
         """One :class:`Prompts` per RGB image."""

@@ -18,12 +18,21 @@ from .everything import (
 )
 from .gaze_to_mask import GazeMaskSequence, GazeToMask, gaze_to_mask, iter_frames, list_image_files, read_video, segment_fixation
 from .lift3d import MasksTo3D, PointCloud, lift_to_3d, read_ply, voxel_downsample, write_ply
-from .text_clip_prompt import ClipPromptStrategy, clip_prompt_to_mask
-from .text_grounded import GroundedStrategy, grounded_text_to_mask
-from .text_rerank import ClipRerankStrategy, clip_rerank
-from .text_sam3 import Sam3Strategy, sam3_text_to_mask
-from .text_strategies import TextStrategy
-from .text_to_mask import STRATEGIES, TextToMask, make_strategy, text_to_mask
+from .text import (
+    STRATEGIES,
+    ClipPromptStrategy,
+    ClipRerankStrategy,
+    GroundedStrategy,
+    Sam3Strategy,
+    TextStrategy,
+    TextToMask,
+    clip_prompt_to_mask,
+    clip_rerank,
+    grounded_text_to_mask,
+    make_strategy,
+    sam3_text_to_mask,
+    text_to_mask,
+)
 
 __all__ = [
     "PRESETS", "EverythingSettings", "SegmentEverything", "edge_map", "segment_everything", "write_coco_instances",

@@ -29,10 +29,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from samkit.adapters.base import as_prompt_source
+from samkit.formats.coco import coco_dataset, normalize_categories
+from samkit.formats.yolo_seg import MULTIPART, write_yolo_seg
 from samkit.prompts import Prompts
 from samkit.results import Segmentation
-from samkit.rle import mask_to_polygons, polygon_signed_area
 from samkit.transforms import to_rgb_uint8
+
+from .checks import check_score
 
 __all__ = ["DetectThenSegment", "detect_then_segment", "segment_detections", "filter_detections",
            "to_coco_instances", "to_yolo_seg"]
@@ -117,6 +120,8 @@ def detect_then_segment(image: Any, detector: Any, segmenter: Any, *, multimask:
         :class:`Segmentation` with masks (N, 1, H, W) in image pixels and aligned meta
         (module docstring); ``Segmentation.empty((H, W))`` when nothing is left.
     """
+    min_score = check_score("min_score", min_score)
+    min_mask_score = check_score("min_mask_score", min_mask_score)
     rgb = to_rgb_uint8(image)
     if prompts is None:
         prompts = as_prompt_source(detector)(rgb)
@@ -158,7 +163,9 @@ class DetectThenSegment:
         self.detector = as_prompt_source(detector)
         self.segmenter = segmenter
         self.multimask, self.refine_iterations, self.batch_size = multimask, refine_iterations, batch_size
-        self.min_score, self.min_mask_score, self.drop_empty = min_score, min_mask_score, drop_empty
+        self.min_score = check_score("min_score", min_score)
+        self.min_mask_score = check_score("min_mask_score", min_mask_score)
+        self.drop_empty = drop_empty
         self.class_filter = None if class_filter is None else (
             [class_filter] if isinstance(class_filter, (str, int)) else list(class_filter))
 
@@ -183,20 +190,6 @@ class DetectThenSegment:
 
 
 # -- exports ------------------------------------------------------------------------------------
-def _categories(categories: Any) -> list[dict[str, Any]]:
-    if isinstance(categories, Mapping):
-        return [{"id": int(k), "name": str(v)} for k, v in categories.items()]
-    out = []
-    for i, c in enumerate(categories):
-        if isinstance(c, str):
-            out.append({"id": i + 1, "name": c})
-        elif isinstance(c, Mapping) and "id" in c and "name" in c:
-            out.append(dict(c, id=int(c["id"]), name=str(c["name"])))
-        else:
-            raise TypeError(f"categories must hold names or {{'id', 'name'}} dicts, got {c!r}")
-    return out
-
-
 def to_coco_instances(results: Sequence[Segmentation], image_infos: Sequence[Mapping[str, Any] | int],
                       categories: Sequence[str] | Sequence[Mapping[str, Any]] | Mapping[int, str]) -> dict[str, Any]:
     """A COCO instance-segmentation dataset (JSON-ready dict) from per-image results.
@@ -209,19 +202,17 @@ def to_coco_instances(results: Sequence[Segmentation], image_infos: Sequence[Map
             ``{id: name}`` (e.g. a YOLO ``model.names``).
 
     Returns:
-        ``{"images", "annotations", "categories"}``. Each annotation's ``category_id`` comes from
-        its meta ``label`` (matched by name), else its meta ``class_id`` when that is a category
-        id; ``segmentation`` is compressed RLE (``str`` counts); ``bbox`` XYWH; ``score`` is the
-        detector score when known, else the predicted IoU.
+        ``{"images", "annotations", "categories"}``. Each annotation's ``category_id`` follows
+        the rule of :mod:`samkit.formats.coco` (meta ``category_id``, else the category named by
+        meta ``label``, else meta ``class_id``); ``segmentation`` is compressed RLE (``str``
+        counts); ``bbox`` XYWH; ``score`` is the detector score when known, else the predicted IoU.
 
     Raises:
         ValueError: lengths differ, sizes disagree, or a mask has no known category.
     """
     if len(results) != len(image_infos):
         raise ValueError(f"need one image info per result, got {len(image_infos)} infos for {len(results)} results")
-    cats = _categories(categories)
-    by_name = {c["name"]: c["id"] for c in cats}
-    ids = {c["id"] for c in cats}
+    cats = normalize_categories(categories)
     images, annotations = [], []
     for result, info in zip(results, image_infos):
         if not isinstance(result, Segmentation):
@@ -234,28 +225,16 @@ def to_coco_instances(results: Sequence[Segmentation], image_infos: Sequence[Map
             raise ValueError(f"image {info['id']!r} is {info['height']}x{info['width']} in image_infos but "
                              f"{h}x{w} in its result")
         images.append(info)
-        records = result.to_coco(info["id"], start_id=len(annotations) + 1)
-        for record, meta in zip(records, result.best().meta):
-            label, class_id = meta.get("label"), meta.get("class_id")
-            if label is not None and label in by_name:
-                record["category_id"] = by_name[label]
-            elif class_id is not None and int(class_id) in ids:
-                record["category_id"] = int(class_id)
-            else:
-                raise ValueError(f"a mask of image {info['id']!r} has label {label!r} / class_id {class_id!r}, "
-                                 f"which match no category; categories are {sorted(by_name)}")
-            if meta.get("score") is not None:
-                record["score"] = float(meta["score"])
-            annotations.append(record)
-    return {"images": images, "annotations": annotations, "categories": cats}
+        annotations += result.to_coco(info["id"], category_id=None, categories=cats, score_key="score")
+    return coco_dataset(images, annotations, cats)
 
 
 def to_yolo_seg(result: Segmentation, path: str | os.PathLike, *, multipart: str = "largest") -> int:
     """Write a YOLO segmentation label file: ``class x1 y1 x2 y2 ...`` per line, normalized.
 
-    Coordinates are polygon vertices (pixel-edge XY, :func:`samkit.rle.mask_to_polygons`, outer
-    rings only) divided by the image width and height, so they lie in [0, 1]. The class is the
-    meta ``class_id`` (0-based, as YOLO datasets count). Empty masks write no line.
+    The format is :mod:`samkit.formats.yolo_seg`'s: outer-ring polygon vertices divided by the
+    image width and height. The class is the meta ``class_id`` (0-based, as YOLO datasets
+    count). Empty masks write no line.
 
     Args:
         result: the masks (the best output of each prompt is used).
@@ -266,25 +245,11 @@ def to_yolo_seg(result: Segmentation, path: str | os.PathLike, *, multipart: str
     Returns:
         The number of lines written.
     """
-    if multipart not in ("largest", "all"):
-        raise ValueError(f"multipart must be 'largest' or 'all', got {multipart!r}")
+    if multipart not in MULTIPART:
+        raise ValueError(f"multipart must be one of {MULTIPART}, got {multipart!r}")
     best = result.best()
     missing = [i for i, m in enumerate(best.meta) if not isinstance(m.get("class_id"), (int, np.integer))]
     if missing:
         raise ValueError(f"to_yolo_seg needs an integer meta 'class_id' for every mask; mask {missing[0]} has "
                          f"{best.meta[missing[0]].get('class_id')!r}")
-    h, w = result.image_size
-    scale = np.array([w, h], dtype=np.float64)
-    lines = []
-    for mask, meta in zip(best.masks[:, 0], best.meta):
-        rings = mask_to_polygons(mask, holes=False)
-        if not rings:
-            continue
-        if multipart == "largest":
-            rings = [max(rings, key=polygon_signed_area)]
-        for ring in rings:
-            coords = (ring.astype(np.float64) / scale).reshape(-1)
-            lines.append(f"{int(meta['class_id'])} " + " ".join(f"{v:.6f}" for v in coords))
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in lines))
-    return len(lines)
+    return write_yolo_seg(path, best.masks[:, 0], [m["class_id"] for m in best.meta], multipart=multipart)

@@ -112,3 +112,29 @@ def test_offline_tag_without_cache_says_what_is_missing(tmp_path, monkeypatch):
 def test_pretrained_must_be_given():
     with pytest.raises(TypeError, match="pretrained"):
         ClipModel("ViT-B-32")  # no silent download, no silent random weights
+
+
+class _TouchOnUnpickle:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+@pytest.mark.parametrize("where", ["pretrained file", "local-dir weights"])
+def test_weights_that_would_run_code_are_refused(tmp_path, where):
+    from samkit.errors import CheckpointError
+
+    marker = tmp_path / "marker"
+    weights = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save({"state_dict": {"hook": _TouchOnUnpickle(marker)}}, weights)
+    if where == "pretrained file":
+        model, pretrained = "ViT-B-32", str(weights)
+    else:  # the folder's weights file is found by open_clip itself
+        model, pretrained = write_tiny_clip(tmp_path), None
+    with pytest.raises(CheckpointError, match="could run code"):
+        ClipModel(model, pretrained=pretrained)
+    assert not marker.exists()

@@ -320,3 +320,19 @@ def test_to_supervision_keeps_labels(image, either):
         assert det.class_id.tolist() == [0, 2, 3]
     np.testing.assert_array_equal(det.mask, result.masks[:, 0])
     assert det.data["label"].tolist() == [m["label"] for m in result.meta]
+
+
+@pytest.mark.parametrize("setting, value, error", [
+    ("min_mask_score", float("nan"), ValueError),
+    ("min_score", float("nan"), ValueError),
+    ("min_mask_score", float("inf"), ValueError),
+    ("min_mask_score", "0.5", TypeError),
+])
+def test_score_settings_must_be_finite_numbers(setting, value, error):
+    from samkit.pipelines.detect_segment import DetectThenSegment, detect_then_segment
+
+    detector = lambda image: ([[0, 0, 4, 4]], [0.9], None)  # noqa: E731
+    with pytest.raises(error, match=setting):
+        DetectThenSegment(detector, None, **{setting: value})
+    with pytest.raises(error, match=setting):
+        detect_then_segment(np.zeros((8, 8, 3), np.uint8), detector, None, **{setting: value})

@@ -210,7 +210,10 @@ def test_point_grids(n, layers, factor):
 @pytest.mark.parametrize("size", [(300, 451), (480, 640), (700, 256), (33, 31), (1, 5)])
 @pytest.mark.parametrize("layers,ratio", [(0, 512 / 1500), (1, 512 / 1500), (2, 512 / 1500), (3, 0.1), (2, 0.0)])
 def test_crop_boxes(size, layers, ratio):
-    assert ops.crop_boxes_for_layers(size, layers, ratio) == tuple(amg.generate_crop_boxes(size, layers, ratio))
+    # the reference's boxes and layers, less the crops without a pixel (which it lists and fails on)
+    boxes, crop_layers = amg.generate_crop_boxes(size, layers, ratio)
+    kept = [i for i, (x0, y0, x1, y1) in enumerate(boxes) if x1 > x0 and y1 > y0]
+    assert ops.crop_boxes_for_layers(size, layers, ratio) == ([boxes[i] for i in kept], [crop_layers[i] for i in kept])
 
 
 def test_stability_and_boxes_match_reference():
@@ -555,3 +558,23 @@ def test_decode_selected_falls_back_for_other_decoders(pair, chelsea):
     torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-5)
     assert torch.equal(got[1], expected[1])
     torch.testing.assert_close(got[2], expected[2], rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 3), (5, 5), (6, 6), (3, 500), (1, 9)])
+def test_tiny_images_segment_with_every_preset(size):
+    import samkit
+
+    asset = os.path.join(os.path.dirname(__file__), "..", "samkit", "assets", "tiny_synthetic.pth")
+    segmenter = Segmenter(samkit.load_model(asset))
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    for name in PRESETS:
+        result = SegmentEverything.preset(name, segmenter, points_per_side=4)(image)
+        assert result.masks.shape[-2:] == size
+    edges = SegmentEverything.preset("edges", segmenter, points_per_side=4).edges(image)
+    assert edges.shape == size and np.isfinite(edges).all()
+
+
+def test_crops_without_pixels_are_not_listed():
+    boxes, layers = ops.crop_boxes_for_layers((1, 9), 2, 512 / 1500)
+    assert len(boxes) == len(layers) and all(x1 > x0 and y1 > y0 for x0, y0, x1, y1 in boxes)
+    assert boxes[0] == [0, 0, 9, 1]

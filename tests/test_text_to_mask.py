@@ -189,7 +189,7 @@ def test_grounded_yolo_world_sets_classes_only_when_phrases_change(segmenter):
     assert [m["phrase"] for r in first for m in r.meta] == ["spoon", "spoon"]
     assert again.meta[0]["phrase"] == "fork" and again.meta[0]["text_score"] == pytest.approx(0.5)
     closed = SimpleNamespace(names={0: "person"}, predict=world.predict)  # a closed-set YOLO
-    with pytest.raises(TypeError, match="not YOLO-World"):
+    with pytest.raises(TypeError, match="open-vocabulary detector is needed.*fixed label set"):
         GroundedStrategy(closed)
 
 
@@ -475,3 +475,15 @@ def test_trained_model_segments_the_detected_shape():
     # The committed tiny model reaches box mIoU 0.74 on held-out scenes (samkit/assets/tiny_synthetic.json);
     # on these five largest shapes it measured mean IoU 0.85 (min 0.76). A box-sized blob would score far lower.
     assert np.mean(ious) > 0.75, ious
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ClipPromptStrategy(min_score=float("nan")),
+    lambda: ClipRerankStrategy(SimpleNamespace(encode_text=None, encode_pixels=None), threshold=float("nan")),
+    lambda: select_matches(np.zeros((2, 2)), threshold=float("nan")),
+    lambda: GroundedStrategy(lambda image, phrases: ([], [], None), threshold=float("nan")),
+    lambda: Sam3Strategy(None, threshold=float("nan")),
+])
+def test_nan_thresholds_are_errors(make):
+    with pytest.raises(ValueError, match="threshold|min_score"):
+        make()

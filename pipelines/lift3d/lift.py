@@ -30,16 +30,18 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
-from .pointcloud import PointCloud, _positive, _to_numpy, read_ply, voxel_downsample, write_ply
+from samkit.arrays import to_numpy
 
-__all__ = ["MasksTo3D", "PointCloud", "lift_to_3d", "read_ply", "voxel_downsample", "write_ply"]
+from .pointcloud import PointCloud, check_positive, voxel_downsample, write_ply
+
+__all__ = ["MasksTo3D", "lift_to_3d"]
 
 logger = logging.getLogger(__name__)
 
 
 # -- validation -------------------------------------------------------------------------------
 def _check_intrinsics(intrinsics: Any) -> tuple[float, float, float, float, float]:
-    k = _to_numpy(intrinsics)
+    k = np.asarray(to_numpy(intrinsics))
     if not np.issubdtype(k.dtype, np.number) or k.shape not in ((3, 3), (4,)):
         raise ValueError(f"intrinsics must be a 3x3 matrix K (or fx, fy, cx, cy), got "
                          f"{k.dtype} {k.shape}")
@@ -58,7 +60,7 @@ def _check_intrinsics(intrinsics: Any) -> tuple[float, float, float, float, floa
 def _check_pose(pose: Any) -> np.ndarray | None:
     if pose is None:
         return None
-    p = _to_numpy(pose)
+    p = np.asarray(to_numpy(pose))
     if p.shape != (4, 4) or not np.issubdtype(p.dtype, np.number):
         raise ValueError(f"pose must be a 4x4 camera-to-world matrix, got {p.dtype} {p.shape}")
     p = p.astype(np.float64)
@@ -75,7 +77,7 @@ def _masks_and_meta(masks: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
     if hasattr(masks, "masks"):
         meta = getattr(masks, "meta", None)
         scores = getattr(masks, "scores", None)
-        m = _to_numpy(masks.masks)
+        m = np.asarray(to_numpy(masks.masks))
         if m.ndim == 4:
             if m.shape[1] == 1:
                 m = m[:, 0]
@@ -83,7 +85,7 @@ def _masks_and_meta(masks: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
                 raise ValueError(f"segmentation has K={m.shape[1]} masks per prompt and no "
                                  f"scores to pick the best; pass masks (N, H, W) instead")
             else:
-                s = _to_numpy(scores)
+                s = np.asarray(to_numpy(scores))
                 if s.shape != m.shape[:2]:
                     raise ValueError(f"segmentation scores must have shape {m.shape[:2]} to "
                                      f"match masks {m.shape}, got {s.shape}")
@@ -92,7 +94,7 @@ def _masks_and_meta(masks: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
             raise ValueError(f"segmentation masks must have shape (N, K, H, W) or (N, H, W), "
                              f"got {m.shape}")
     else:
-        m = _to_numpy(masks)
+        m = np.asarray(to_numpy(masks))
         if m.ndim == 2:
             m = m[None]
         if m.ndim != 3:
@@ -144,11 +146,11 @@ def lift_to_3d(masks: Any, depth: Any, intrinsics: Any, *, rgb: Any = None,
         ValueError: shapes that disagree, non-binary masks, bad intrinsics, pose or depth_scale.
     """
     fx, fy, cx, cy, skew = _check_intrinsics(intrinsics)
-    scale = _positive("depth_scale", depth_scale)
+    scale = check_positive("depth_scale", depth_scale)
     transform = _check_pose(pose)
     m, meta = _masks_and_meta(masks)
     ids = _object_ids(object_ids, meta)
-    d = _to_numpy(depth)
+    d = np.asarray(to_numpy(depth))
     if d.ndim != 2:
         raise ValueError(f"depth must have shape (H, W), got {d.shape}")
     if d.dtype == bool or not np.issubdtype(d.dtype, np.number):
@@ -157,7 +159,7 @@ def lift_to_3d(masks: Any, depth: Any, intrinsics: Any, *, rgb: Any = None,
         raise ValueError(f"masks must have the same (H, W) as depth {d.shape}, got {m.shape[1:]}")
     colors_image = None
     if rgb is not None:
-        colors_image = _to_numpy(rgb)
+        colors_image = np.asarray(to_numpy(rgb))
         if colors_image.dtype != np.uint8 or colors_image.shape != d.shape + (3,):
             raise ValueError(f"rgb must be uint8 with shape (H, W, 3) = {d.shape + (3,)}, got "
                              f"{colors_image.dtype} {colors_image.shape}")
@@ -199,10 +201,10 @@ class MasksTo3D:
     def __init__(self, intrinsics: Any, *, depth_scale: float = 1.0,
                  voxel_size: float | None = None) -> None:
         _check_intrinsics(intrinsics)
-        _positive("depth_scale", depth_scale)
+        check_positive("depth_scale", depth_scale)
         if voxel_size is not None:
-            _positive("voxel_size", voxel_size)
-        self.intrinsics = np.array(_to_numpy(intrinsics), dtype=np.float64)
+            check_positive("voxel_size", voxel_size)
+        self.intrinsics = np.array(np.asarray(to_numpy(intrinsics)), dtype=np.float64)
         self.depth_scale = depth_scale
         self.voxel_size = voxel_size
         self._pieces: dict[Hashable, list[PointCloud]] = {}

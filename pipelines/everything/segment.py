@@ -32,18 +32,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from samkit.results import _OUTPUT_MODES, Segmentation
+from samkit.results import OUTPUT_MODES, Segmentation
 from samkit.segmenter import ImageEmbedding, Segmenter
 from samkit.transforms import to_rgb_uint8, upscale_masks
 
-from . import amg_ops as ops
-from .everything_settings import PRESETS, EverythingSettings  # noqa: F401  (re-exported)
-from .sa1b_io import write_coco_instances, write_sa1b_json  # noqa: F401  (re-exported)
+from . import ops
+from .settings import PRESETS, EverythingSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRESETS", "EverythingSettings", "SegmentEverything", "edge_map", "segment_everything",
-           "write_coco_instances", "write_sa1b_json"]
+__all__ = ["SegmentEverything", "edge_map", "segment_everything"]
 
 Progress = Callable[[int, int], None]
 _UPSCALE_CHUNK = 32  # masks upscaled to full size at once
@@ -238,7 +236,7 @@ def edge_map(segmenter: Segmenter, image: Any, *, progress: Progress | None = No
 
     The surviving masks' unthresholded probability maps (sigmoid of the upscaled logits, decoded
     again for the survivors only) are Sobel-filtered, the magnitudes maxed over masks, then
-    thinned by edge NMS along the gradient direction (:func:`~samkit.pipelines.amg_ops.edge_nms`).
+    thinned by edge NMS along the gradient direction (:func:`~samkit.pipelines.everything.edges.edge_nms`).
 
     Returns:
         float32 (H, W) in [0, 1].
@@ -304,8 +302,8 @@ class SegmentEverything:
                  progress: Progress | None = None) -> None:
         if not isinstance(segmenter, Segmenter):
             raise TypeError(f"segmenter must be a samkit.Segmenter, got {type(segmenter).__name__}")
-        if output_mode not in _OUTPUT_MODES:
-            raise ValueError(f"output_mode must be one of {_OUTPUT_MODES}, got {output_mode!r}")
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         if progress is not None and not callable(progress):
             raise TypeError(f"progress must be a callable (done, total) or None, got {type(progress).__name__}")
         self.segmenter, self.output_mode, self.progress = segmenter, output_mode, progress

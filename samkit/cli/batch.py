@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +63,7 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", required=True, metavar="OUT.json", help="COCO instances file")
     p.add_argument("--model", metavar="NAME|PATH", help="checkpoint file, Hugging Face folder or known name")
     p.add_argument("--conf", type=unit_float, default=None, metavar="C",
-                   help="minimum detector score (default: the detector's: 0.25 YOLO, 0.5 DETR, 0.1 zero-shot)")
+                   help=f"minimum detector score (default: the detector family's: {_threshold_defaults()})")
     p.add_argument("--classes", default=None, metavar="A,B",
                    help="keep only these class names (comma-separated)")
     p.add_argument("--queries", default=None, metavar="A,B",
@@ -78,6 +76,12 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="drop masks whose predicted IoU is lower")
     p.add_argument("--restart", action="store_true", help="discard earlier results for --out and start over")
     p.set_defaults(func=run_detect_segment, parser=p)
+
+
+def _threshold_defaults() -> str:
+    from samkit.adapters.registry import DETECTOR_FAMILIES
+
+    return ", ".join(f"{f.default_threshold:g} {f.name}" for f in DETECTOR_FAMILIES.values())
 
 
 # -- everything -----------------------------------------------------------------------------------
@@ -141,40 +145,29 @@ def run_everything(args: argparse.Namespace) -> int:
 
 # -- detect-segment -------------------------------------------------------------------------------
 def build_detector(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
-    """The detector named by ``--detector`` and its COCO categories."""
-    spec = args.detector
-    path = Path(spec)
+    """The detector named by ``--detector`` (through the detector registry) and its COCO categories."""
+    from samkit.adapters.registry import detector_family, load_detector
+
     classes = comma_list(args.classes, "--classes")
     queries = comma_list(args.queries, "--queries")
-    if path.suffix.lower() in YOLO_SUFFIXES and not path.is_dir():
-        if queries is not None:
-            raise UsageError("--queries needs a zero-shot transformers detector; a YOLO model takes --classes")
-        from samkit.adapters.ultralytics import YOLODetector
-
-        detector = YOLODetector(spec, conf=0.25 if args.conf is None else args.conf, classes=classes,
-                                max_det=args.max_det, imgsz=args.imgsz, device=args.device)
-        names = detector.class_names
-        return detector, [{"id": int(k), "name": v} for k, v in sorted(names.items())]
-    if path.is_dir() or re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
-        if args.imgsz is not None:
-            raise UsageError("--imgsz applies to YOLO models only")
-        from samkit.adapters.hf_detectors import ClosedSetDetector, ZeroShotDetector
-
-        if queries is not None:
-            if classes is not None:
-                raise UsageError("a zero-shot detector takes --queries, not --classes")
-            detector = ZeroShotDetector(spec, queries, threshold=0.1 if args.conf is None else args.conf,
-                                        device=args.device)
-            return detector, [{"id": i + 1, "name": q} for i, q in enumerate(queries)]
-        detector = ClosedSetDetector(spec, threshold=0.5 if args.conf is None else args.conf, classes=classes,
-                                     device=args.device)
-        id2label = getattr(detector.model.config, "id2label", {}) or {}
-        ids = sorted(id2label, key=int)
-        return detector, [{"id": int(k), "name": str(id2label[k])} for k in ids]
-    if not path.exists() and (os.sep in spec or "/" in spec):
-        raise FileNotFoundError(f"detector not found: {spec}")
-    raise UsageError(f"--detector expects a YOLO file or name ending in {', '.join(YOLO_SUFFIXES)}, or a transformers "
-                     f"detector folder or hub id (org/name), got {spec!r}")
+    try:
+        family = detector_family(args.detector, queries=queries)
+    except ValueError as error:
+        raise UsageError(f"--detector expects a YOLO file or name ending in {', '.join(YOLO_SUFFIXES)}, or a "
+                         f"transformers detector folder or hub id (org/name): {error}") from None
+    options: dict[str, Any] = {}
+    if family.name in ("yolo", "yolo-world"):
+        if queries is not None and not family.open_vocabulary:
+            raise UsageError("--queries needs a zero-shot detector (transformers or YOLO-World); a YOLO model "
+                             "takes --classes")
+        options = {"max_det": args.max_det, "imgsz": args.imgsz}
+    elif args.imgsz is not None:
+        raise UsageError("--imgsz applies to YOLO models only")
+    if family.needs_queries and classes is not None:
+        raise UsageError("a zero-shot detector takes --queries, not --classes")
+    detector = load_detector(args.detector, family=family.name, threshold=args.conf, classes=classes,
+                             queries=queries, device=args.device, **options)
+    return detector, detector.categories
 
 
 def run_detect_segment(args: argparse.Namespace) -> int:

@@ -4,10 +4,11 @@ Every ground-truth mask is prompted twice through :class:`samkit.Segmenter` (so 
 transforms and mask upscaling are exactly those users get), and the IoU is measured at the
 original image resolution:
 
-* **point**: one foreground click at the mask's deepest interior pixel
-  (:func:`samkit.train.geometry.interior_points`, the "centre" click of SAM's evaluations),
-  multimask output, the highest-scoring mask kept (``point_miou``); ``point_oracle_miou`` keeps
-  the best of the three instead (the paper's "oracle");
+* **point**: :func:`samkit.eval.evaluate_points` with one click, at the mask's deepest interior
+  pixel by erosion (:func:`samkit.train.geometry.interior_points`, which needs no scipy; the
+  evaluation suite's default centre is the Euclidean distance-transform maximum), multimask
+  output, the highest-scoring mask kept (``point_miou``); ``point_oracle_miou`` keeps the best
+  of the three instead (the paper's "oracle");
 * **box**: the tight ground-truth box (pixel-edge XYXY), single-mask output (``box_miou``),
   as boxes are trained (see :mod:`samkit.train.interactive`).
 
@@ -23,6 +24,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from samkit.eval.dataset import ArrayDataset
+from samkit.eval.metrics import masks_iou
+from samkit.eval.points import evaluate_points
+
 from .geometry import interior_points, mask_boxes
 
 __all__ = ["evaluate", "masks_iou"]
@@ -30,16 +35,8 @@ __all__ = ["evaluate", "masks_iou"]
 logger = logging.getLogger(__name__)
 
 
-def masks_iou(predicted: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """IoU of (N, ..., H, W) bool predictions against (N, H, W) bool targets, broadcast over the middle axes.
-
-    Returns:
-        float64 array of shape (N, ...); 1.0 where both masks are empty.
-    """
-    targets = targets.reshape(targets.shape[0], *([1] * (predicted.ndim - 3)), *targets.shape[-2:])
-    inter = (predicted & targets).sum(axis=(-2, -1))
-    union = (predicted | targets).sum(axis=(-2, -1))
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+def _erosion_centres(masks: np.ndarray) -> np.ndarray:
+    return interior_points(masks) - 0.5  # pixel centres -> pixel indices (XY)
 
 
 def evaluate(model: torch.nn.Module, dataset: Sequence[tuple[np.ndarray, np.ndarray]], *,
@@ -56,38 +53,38 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[tuple[np.ndarray, np.ndar
         ``{"point_miou", "point_oracle_miou", "box_miou": float, "num_masks", "num_images": int,
         "by_area": [{"min_area", "max_area", "num_masks", "point_miou", "box_miou"}, ...]}``
         (``max_area`` None for the last bin); mIoUs are NaN where there is no mask.
+
+    Raises:
+        ValueError: an item cannot be evaluated (its index and the reason).
     """
     from samkit.segmenter import Segmenter
 
     segmenter = Segmenter(model.eval(), cache_size=0)
-    point, oracle, box, areas = [], [], [], []
-    count = len(dataset) if max_images is None else min(max_images, len(dataset))
-    for i in range(count):
-        image, masks = dataset[i]
-        masks = np.asarray(masks, dtype=bool)
-        masks = masks[masks.reshape(len(masks), -1).any(axis=1)]
-        if len(masks) == 0:
-            continue
-        areas.append(masks.reshape(len(masks), -1).sum(axis=1))
-        embedding = segmenter.encode(image)
-        clicks = interior_points(masks) - 0.5  # pixel centres -> pixel indices (XY)
-        out = segmenter.segment(embedding, points=clicks[:, None], labels=np.ones((len(masks), 1)),
-                                multimask=True, return_logits=False)
-        ious = masks_iou(out.masks, masks)  # (M, K)
-        point.append(ious[np.arange(len(masks)), out.scores.argmax(axis=1)])
-        oracle.append(ious.max(axis=1))
-        out = segmenter.segment(embedding, boxes=mask_boxes(masks), multimask=False, return_logits=False)
-        box.append(masks_iou(out.masks, masks)[:, 0])
-    mean = (lambda parts: float(np.concatenate(parts).mean()) if parts else float("nan"))
-    metrics = {"point_miou": mean(point), "point_oracle_miou": mean(oracle), "box_miou": mean(box),
-               "num_masks": int(sum(len(p) for p in point)), "num_images": count, "by_area": []}
-    all_areas, all_point, all_box = (np.concatenate(parts) if parts else np.zeros(0) for parts in (areas, point, box))
+    data = ArrayDataset(dataset, max_images=max_images)
+    points = evaluate_points(segmenter, data, clicks=1, center=_erosion_centres)
+    if points.problems:
+        raise ValueError(points.problems[0])
+    objects = [o for r in points.per_image for o in r["objects"]]
+    point = np.asarray([o["iou"][0] for o in objects], dtype=np.float64)
+    oracle = np.asarray([o["oracle_iou"][0] for o in objects], dtype=np.float64)
+    areas = np.asarray([o["area"] for o in objects], dtype=np.float64)
+    box = []
+    for info in data.images:
+        sample = data.load(info)
+        masks = sample.masks[sample.evaluated()]
+        if len(masks):
+            out = segmenter.segment(segmenter.encode(sample.image), boxes=mask_boxes(masks), multimask=False,
+                                    return_logits=False)
+            box.append(masks_iou(out.masks, masks)[:, 0])
+    box_iou = np.concatenate(box) if box else np.zeros(0)
+    mean = (lambda values: float(values.mean()) if values.size else float("nan"))
+    metrics = {"point_miou": mean(point), "point_oracle_miou": mean(oracle), "box_miou": mean(box_iou),
+               "num_masks": int(point.size), "num_images": len(data), "by_area": []}
     edges = [0, *sorted(area_bins), None]
     for low, high in zip(edges[:-1], edges[1:]):
-        inside = (all_areas >= low) & (all_areas < high if high is not None else True)
+        inside = (areas >= low) & (areas < high if high is not None else True)
         metrics["by_area"].append({
             "min_area": low, "max_area": high, "num_masks": int(inside.sum()),
-            "point_miou": float(all_point[inside].mean()) if inside.any() else float("nan"),
-            "box_miou": float(all_box[inside].mean()) if inside.any() else float("nan")})
+            "point_miou": mean(point[inside]), "box_miou": mean(box_iou[inside])})
     logger.info("evaluation: %s", metrics)
     return metrics

@@ -101,28 +101,15 @@ def _downloads(result: Segmentation, names: list[str], scores: list[float | None
 
 # -- detect then segment -----------------------------------------------------------------------------
 def detector_kinds() -> dict[str, dict[str, Any]]:
-    """Detector kinds whose libraries are installed."""
+    """Detector kinds whose libraries are installed, one per family of the detector registry."""
+    from samkit.adapters.registry import detector_families, load_detector
+
     kinds: dict[str, dict[str, Any]] = {}
-    if _installed("ultralytics"):
-        def yolo(weights: str, queries: list[str], score: float) -> Any:
-            from samkit.adapters.ultralytics import YOLODetector
+    for family in detector_families(installed_only=True):
+        def build(weights: str, queries: list[str], score: float, family: str = family.name) -> Any:
+            return load_detector(weights, family=family, threshold=score, queries=queries or None)
 
-            return YOLODetector(weights, conf=score)
-
-        kinds["YOLO (ultralytics)"] = {"needs": "weights", "build": yolo}
-    if _installed("transformers"):
-        def detr(weights: str, queries: list[str], score: float) -> Any:
-            from samkit.adapters.hf_detectors import ClosedSetDetector
-
-            return ClosedSetDetector(weights, threshold=score)
-
-        def zero_shot(weights: str, queries: list[str], score: float) -> Any:
-            from samkit.adapters.hf_detectors import ZeroShotDetector
-
-            return ZeroShotDetector(weights, queries, threshold=score)
-
-        kinds["DETR-style (transformers)"] = {"needs": "weights", "build": detr}
-        kinds["Zero-shot, text queries (transformers)"] = {"needs": "weights queries", "build": zero_shot}
+        kinds[family.label] = {"needs": "weights queries" if family.needs_queries else "weights", "build": build}
     return kinds
 
 

@@ -256,6 +256,38 @@ def test_everything_folder_to_coco_and_rerun_skips(workspace, run_main):
     assert json.loads(out.read_text()) == coco
 
 
+def test_everything_engine_local_writes_per_image_files_and_manifest(workspace, run_main, tmp_path):
+    out = tmp_path / "engine_out"
+    merged = tmp_path / "merged.json"
+    code, stdout, err = run_main("everything", "photos", *EVERYTHING_FAST, "--model", "tiny.pth", "--engine", "local",
+                                 "--out", str(out), "--merge-coco", str(merged))
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["path"] for r in rows) == ["photos/im0.png", "photos/im1.png", "photos/im2.png"]
+    assert all(r["status"] == "ok" and (out / r["output"]).is_file() for r in rows)
+    first = json.loads((out / rows[0]["output"]).read_text())
+    assert set(first) >= {"image", "annotations"} and first["image"]["width"] == 128
+    coco = json.loads(merged.read_text())
+    assert len(coco["images"]) == 3 and len(coco["annotations"]) == sum(r["masks"] for r in rows)
+    assert "samkit engine: 3/3" in err and "3 images done" in stdout
+
+    code, stdout, _ = run_main("everything", "photos", *EVERYTHING_FAST, "--model", "tiny.pth", "--engine", "local",
+                               "--out", str(out), "--quiet")
+    assert code == 0 and stdout == ""
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--engine", "local", "--out", "x.json"], "--out must be a folder"),
+    (["--workers", "2", "--out", "o.json"], "--workers need --engine"),
+    (["--engine", "local", "--workers", "2", "--out", "dir"], "--workers applies to --engine ray"),
+    (["--engine", "local", "--format", "sa1b", "--out", "dir"], "drop --format"),
+])
+def test_engine_flags_usage_errors(workspace, run_main, argv, message):
+    code, _, err = run_main("everything", "photos", "--model", "tiny.pth", *argv)
+    assert code == 2 and message in err, err
+
+
 def test_everything_sa1b_files_per_image(workspace, run_main):
     code, out, err = run_main("everything", "photos", *EVERYTHING_FAST, "--format", "sa1b", "--model", "tiny.pth",
                               "--out", "sa1b", "--quiet")

@@ -18,9 +18,12 @@ from samkit.cli.common import (
     everything_presets,
     load_segmenter,
     positive_int,
+    precision_dtype_name,
+    resolve_model_source,
     source_id,
     unit_float,
 )
+from samkit.cli.engine_options import add_engine_arguments, run_engine_job, uses_engine
 from samkit.cli.store import COCOParts, SA1BFolder, file_sha256, image_files
 
 __all__ = ["add_commands", "build_detector", "run_detect_segment", "run_everything"]
@@ -50,6 +53,7 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="prompts decoded together; lower it to save memory (default: 64)")
     p.add_argument("--model", metavar="NAME|PATH", help="checkpoint file, Hugging Face folder or known name")
     p.add_argument("--restart", action="store_true", help="discard earlier results for --out and start over")
+    add_engine_arguments(p)
     p.set_defaults(func=run_everything, parser=p)
 
     p = commands.add_parser(
@@ -75,6 +79,7 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--min-mask-score", type=unit_float, default=None, metavar="S",
                    help="drop masks whose predicted IoU is lower")
     p.add_argument("--restart", action="store_true", help="discard earlier results for --out and start over")
+    add_engine_arguments(p)
     p.set_defaults(func=run_detect_segment, parser=p)
 
 
@@ -89,6 +94,17 @@ def run_everything(args: argparse.Namespace) -> int:
     from samkit.pipelines.everything import SegmentEverything
     from samkit.transforms import load_image
 
+    if uses_engine(args):
+        from samkit.engine import EverythingTask
+
+        if args.format != "coco":
+            raise UsageError("--engine writes SA-1B JSON per image already; drop --format")
+        settings: dict[str, Any] = {"points_per_batch": args.points_per_batch}
+        if args.points_per_side is not None:
+            settings["points_per_side"] = args.points_per_side
+        task = EverythingTask(resolve_model_source(args.model), preset=args.preset, settings=settings,
+                              dtype=precision_dtype_name(args.precision))
+        return run_engine_job(args, task)
     images = image_files(args.input)
     single = Path(args.input).is_file()
     out = Path(args.out)
@@ -170,10 +186,27 @@ def build_detector(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]
     return detector, detector.categories
 
 
+def _detect_with_engine(args: argparse.Namespace) -> int:
+    from samkit.adapters.registry import detector_family
+    from samkit.engine import DetectTask
+
+    _, categories = build_detector(args)  # checks the spec and options here, once
+    options: dict[str, Any] = {k: v for k, v in (("threshold", args.conf), ("classes", comma_list(args.classes, "--classes")),
+                                                 ("queries", comma_list(args.queries, "--queries"))) if v is not None}
+    if detector_family(args.detector, queries=options.get("queries")).name in ("yolo", "yolo-world"):
+        options.update(max_det=args.max_det, **({"imgsz": args.imgsz} if args.imgsz else {}))
+    task = DetectTask(resolve_model_source(args.model), args.detector, detector_options=options,
+                      settings={"refine_iterations": args.refine, "min_mask_score": args.min_mask_score},
+                      categories=categories, dtype=precision_dtype_name(args.precision))
+    return run_engine_job(args, task)
+
+
 def run_detect_segment(args: argparse.Namespace) -> int:
     from samkit.pipelines.detect_segment import DetectThenSegment, to_coco_instances
     from samkit.transforms import load_image
 
+    if uses_engine(args):
+        return _detect_with_engine(args)
     images = image_files(args.input)
     detector, categories = build_detector(args)
     segmenter = load_segmenter(args)

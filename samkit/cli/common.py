@@ -19,7 +19,7 @@ from samkit.precision import PRECISIONS
 
 __all__ = ["MODEL_ENV", "PRECISIONS", "Progress", "UsageError", "box_arg", "check_out_folder", "comma_list", "count",
            "device_arg", "everything_presets", "find_model_source", "load_segmenter", "point_arg", "positive_int",
-           "precision_dtype", "remove_earlier_masks", "resolve_model_source", "select_device", "source_id",
+           "precision_dtype", "precision_dtype_name", "remove_earlier_masks", "resolve_model_source", "select_device", "source_id",
            "unit_float"]
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,11 @@ def select_device(device: str | None) -> str:
     if kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise RuntimeError(f"--device {device} needs Apple's MPS, which is not available here; use --device cpu")
     return device
+
+
+def precision_dtype_name(precision: str) -> str | None:
+    """The dtype name of a ``--precision`` choice for ``load_model(dtype=...)``; None for fp32."""
+    return PRECISIONS[precision]
 
 
 def precision_dtype(precision: str) -> Any:

@@ -1,7 +1,8 @@
 """Released SAM checkpoints: where they come from, the cache folder, and a verified download.
 
-:data:`PRETRAINED_WEIGHTS` maps the known names (``vit_b``, ``vit_l``, ``vit_h``) to their encoder
-family, variant, URL, SHA-256, MD5 and licence (weight metadata only: the architecture is
+:data:`PRETRAINED_WEIGHTS` maps the known names (Meta's ``vit_b``, ``vit_l``, ``vit_h``; MobileSAM's
+``mobile_sam``; HQ-SAM's ``sam_hq_vit_b``, ``sam_hq_vit_l``, ``sam_hq_vit_h``, ``sam_hq_vit_tiny``) to
+their encoder family, variant, URL, SHA-256, MD5 and licence (weight metadata only: the architecture is
 ``CONFIGS[config_name]``, built by the family's builder); :func:`download_weights` puts a
 checkpoint in :func:`cache_dir` (streamed to a temporary file, both hashes checked, then renamed
 into place). :func:`samkit.load_model` calls it
@@ -72,6 +73,26 @@ PRETRAINED_WEIGHTS: dict[str, PretrainedWeights] = {
                    "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
                    "4b8939a88964f0f4ff5f5b2642c598a6", "facebook/sam-vit-huge"),
 }
+
+_HQ_SAM_URL = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
+
+# MobileSAM (github.com/ChaoningZhang/MobileSAM, Apache-2.0): the SHA-256 is the one public download
+# scripts pin for mobile_sam.pt (40,728,226 bytes). HQ-SAM (github.com/SysCV/sam-hq, Apache-2.0): no
+# SHA-256 is published or pinned publicly, so those downloads are unverified for SHA-256 (a warning
+# says so); the MD5s of vit_b/l/h are the ones IOPaint's downloader checks.
+PRETRAINED_WEIGHTS.update({
+    "mobile_sam": PretrainedWeights(
+        "mobile_sam", "mobile_sam.pt", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+        "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f", None, "Apache-2.0", family="tiny_vit"),
+    "sam_hq_vit_b": PretrainedWeights("hq_vit_b", "sam_hq_vit_b.pth", _HQ_SAM_URL + "sam_hq_vit_b.pth", None,
+                                      "c6b8953247bcfdc8bb8ef91e36a6cacc", "Apache-2.0", family="vit"),
+    "sam_hq_vit_l": PretrainedWeights("hq_vit_l", "sam_hq_vit_l.pth", _HQ_SAM_URL + "sam_hq_vit_l.pth", None,
+                                      "08947267966e4264fb39523eccc33f86", "Apache-2.0", family="vit"),
+    "sam_hq_vit_h": PretrainedWeights("hq_vit_h", "sam_hq_vit_h.pth", _HQ_SAM_URL + "sam_hq_vit_h.pth", None,
+                                      "3560f6b6a5a6edacd814a1325c39640a", "Apache-2.0", family="vit"),
+    "sam_hq_vit_tiny": PretrainedWeights("hq_vit_tiny", "sam_hq_vit_tiny.pth", _HQ_SAM_URL + "sam_hq_vit_tiny.pth",
+                                         None, None, "Apache-2.0", family="tiny_vit"),
+})
 
 
 def known_name(text: str) -> str | None:

@@ -39,6 +39,8 @@ class ImageEmbedding:
         model_fingerprint: :func:`model_fingerprint` of the model that computed it ("" when
             unknown, e.g. built by hand); :meth:`Segmenter.segment` refuses an embedding whose
             fingerprint differs from its own model's.
+        early_features: (1, D, h, w) early encoder features, for a decoder that fuses them
+            (HQ-SAM, see ``Sam.encode_with_early_features``); None for other models.
     """
 
     features: torch.Tensor
@@ -46,6 +48,7 @@ class ImageEmbedding:
     input_size: tuple[int, int]
     key: str = field(default="", compare=False)
     model_fingerprint: str = field(default="", compare=False)
+    early_features: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     @property
     def coordinate_map(self) -> CoordinateMap:
@@ -127,9 +130,10 @@ class Segmenter:
         self._generation = 0
         self._dense_pe: torch.Tensor | None = None
         self.model_fingerprint = model_fingerprint(self.model)
-        self._encoder = self.model.image_encoder
+        self._fuses_early = getattr(self.model, "early_features", None) is not None  # HQ-SAM
+        self._encoder = self.model.encode_with_early_features if self._fuses_early else self.model.image_encoder
         if compile:
-            self._encoder = compile_encoder(self.model.image_encoder)
+            self._encoder = compile_encoder(self._encoder)
 
     # -- slow step ------------------------------------------------------------------------------
     @property
@@ -193,9 +197,10 @@ class Segmenter:
             idx = todo[start:start + batch_size]
             inputs = [self._model_input(rgbs[i]) for i in idx]
             features = self._encoder(torch.cat([x for x, _ in inputs]))
+            features, early = features if self._fuses_early else (features, None)
             for j, (i, (_, input_size)) in enumerate(zip(idx, inputs)):
                 emb = ImageEmbedding(features[j:j + 1].clone(), tuple(rgbs[i].shape[:2]), tuple(input_size), keys[i],
-                                     self.model_fingerprint)
+                                     self.model_fingerprint, None if early is None else early[j:j + 1].clone())
                 self._cache_put(emb)
                 out[i] = emb
         if out:
@@ -259,7 +264,8 @@ class Segmenter:
 
         Returns:
             :class:`Segmentation` with masks (N, K, H, W) bool, scores (N, K), logits
-            (N, K, s, s); K = 3 with ``multimask`` else 1.
+            (N, K, s, s); K = 3 with ``multimask`` else 1 (HQ-SAM: always 1, see
+            :mod:`samkit.modeling.hq_decoder`).
         """
         if prompts is None:
             if points is None and boxes is None and mask_input is None:
@@ -276,7 +282,7 @@ class Segmenter:
                 raise ValueError("no image embedding: call encode(image) in this thread before segment(), "
                                  "or pass the embedding")
         self._check_embedding(embedding)
-        num_outputs = self.model.mask_decoder.num_multimask_outputs if multimask else 1
+        num_outputs = self.model.mask_decoder.num_multimask_outputs if multimask and not self._fuses_early else 1
         if len(prompts) == 0:
             empty = Segmentation.empty(embedding.original_size, num_outputs=1 if best_only else num_outputs)
             if return_logits:  # the documented (N, K, s, s) shape, with N = 0
@@ -302,6 +308,9 @@ class Segmenter:
         if tuple(embedding.features.shape) != expected:
             raise ValueError(f"embedding features must have shape {expected} for this model, "
                              f"got {tuple(embedding.features.shape)} (computed by another model?)")
+        if self._fuses_early and embedding.early_features is None:
+            raise ValueError("this model's decoder fuses early encoder features (HQ-SAM) and the embedding has none: "
+                             "encode the image with this Segmenter")
         expected_input = preprocess_shape(*embedding.original_size, self.image_size)
         if tuple(embedding.input_size) != expected_input:
             raise ValueError(f"embedding input_size must be {expected_input} for an image of size "
@@ -348,8 +357,10 @@ class Segmenter:
         dense_pe = self._dense_pe
         if dense_pe is None or dense_pe.device != device or dense_pe.dtype != dtype:
             dense_pe = self._dense_pe = model.prompt_encoder.get_dense_pe().to(dtype)  # prompt-independent: once
+        early = {} if embedding.early_features is None or not self._fuses_early else {
+            "early_features": embedding.early_features.to(device=device, dtype=dtype)}
         return model.mask_decoder(embedding.features.to(device=device, dtype=dtype), dense_pe, sparse.to(dtype),
-                                  dense.to(dtype), multimask)
+                                  dense.to(dtype), multimask, **early)
 
     def _segment_chunk(self, embedding: ImageEmbedding, prompts: Prompts, multimask: bool,
                        return_logits: bool, best_only: bool) -> Segmentation:

@@ -86,7 +86,7 @@ def test_vit_is_the_first_family():
 
 
 def test_unknown_family_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"unknown encoder family 'toy'; expected one of \['vit'\]"):
+    with pytest.raises(ValueError, match=r"unknown encoder family 'toy'; expected one of \['tiny_vit', 'vit'\]"):
         SamConfig(encoder_family="toy")
 
 

@@ -11,10 +11,12 @@ in ``encoder_options`` and ignores the ``encoder_*`` fields.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from typing import Any
 
 from .families import get_family
+
+DECODER_KINDS = ("sam", "hq")
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,11 @@ class SamConfig:
             released models) means the model has no embedding prompt path.
         embedding_prompt_hidden_dim: hidden width of that projection (0: prompt_embed_dim).
         encoder_family: name of the image-encoder family (``"vit"``: Meta's SAM).
-        encoder_options: settings of a family other than ViT, as a mapping (stored as sorted
-            ``(name, value)`` pairs so the config stays hashable); empty for ViT.
+        encoder_options: settings of a family other than ViT, as a mapping; those left out take
+            the family's defaults (stored as sorted ``(name, value)`` pairs of every setting, so
+            the config stays hashable and equal settings compare equal); empty for ViT.
+        decoder_kind: ``"sam"`` (SAM's mask decoder) or ``"hq"`` (HQ-SAM's: an extra HQ output
+            token whose mask fuses early encoder features; see :mod:`samkit.modeling.hq_decoder`).
     """
 
     image_size: int = 1024
@@ -73,6 +78,7 @@ class SamConfig:
     embedding_prompt_hidden_dim: int = 0
     encoder_family: str = "vit"
     encoder_options: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
+    decoder_kind: str = "sam"
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -84,9 +90,15 @@ class SamConfig:
                 "prompt_embed_dim // 2 must be divisible by decoder_num_heads, got "
                 f"{self.prompt_embed_dim} and {self.decoder_num_heads}"
             )
+        if self.decoder_kind not in DECODER_KINDS:
+            raise ValueError(f"decoder_kind must be one of {list(DECODER_KINDS)}, got {self.decoder_kind!r}")
         object.__setattr__(self, "encoder_global_attn_indexes", tuple(self.encoder_global_attn_indexes))
         object.__setattr__(self, "encoder_options", _frozen_options(self.encoder_options))
-        get_family(self.encoder_family).settings_of(self)  # the family validates its settings
+        family = get_family(self.encoder_family)
+        settings = family.settings_of(self)  # the family validates its settings
+        # Every setting spelled out, so equal settings give equal configs.
+        if not family.config_fields and is_dataclass(settings):
+            object.__setattr__(self, "encoder_options", _frozen_options(asdict(settings)))
         object.__setattr__(self, "pixel_mean", tuple(float(v) for v in self.pixel_mean))
         object.__setattr__(self, "pixel_std", tuple(float(v) for v in self.pixel_std))
 
@@ -154,6 +166,16 @@ CONFIGS = {
                       encoder_global_attn_indexes=(5, 11, 17, 23)),
     "vit_h": _variant(encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16,
                       encoder_global_attn_indexes=(7, 15, 23, 31)),
+    # MobileSAM: TinyViT-5M distilled from vit_h, SAM's prompt encoder and decoder.
+    "mobile_sam": _variant(encoder_family="tiny_vit", encoder_options={}),
+    # HQ-SAM: SAM's encoders with the HQ decoder (vit_tiny: HQ on MobileSAM's TinyViT).
+    "hq_vit_b": _variant(decoder_kind="hq", encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12,
+                         encoder_global_attn_indexes=(2, 5, 8, 11)),
+    "hq_vit_l": _variant(decoder_kind="hq", encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16,
+                         encoder_global_attn_indexes=(5, 11, 17, 23)),
+    "hq_vit_h": _variant(decoder_kind="hq", encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16,
+                         encoder_global_attn_indexes=(7, 15, 23, 31)),
+    "hq_vit_tiny": _variant(decoder_kind="hq", encoder_family="tiny_vit", encoder_options={}),
     # A tiny configuration for tests and for the model trained on synthetic scenes.
     "tiny": _variant(image_size=128, patch_size=16, encoder_embed_dim=32, encoder_depth=2,
                      encoder_num_heads=2, encoder_global_attn_indexes=(1,), encoder_window_size=4,
@@ -161,9 +183,14 @@ CONFIGS = {
                      decoder_mlp_dim=64, iou_head_hidden_dim=32),
 }
 
+# Other names of variants: the official packages' registry keys.
+ALIASES = {"vit_t": "mobile_sam"}
+
 
 def get_config(name: str, **overrides: Any) -> SamConfig:
-    """Return the architecture of a named variant (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``)."""
+    """Return the architecture of a named variant (``vit_b``, ``vit_l``, ``vit_h``, ``mobile_sam`` (alias
+    ``vit_t``), ``hq_vit_b``, ``hq_vit_l``, ``hq_vit_h``, ``hq_vit_tiny``, ``tiny``)."""
+    name = ALIASES.get(name, name)
     if name not in CONFIGS:
-        raise ValueError(f"unknown model variant {name!r}; expected one of {sorted(CONFIGS)}")
+        raise ValueError(f"unknown model variant {name!r}; expected one of {sorted([*CONFIGS, *ALIASES])}")
     return CONFIGS[name](**overrides)

@@ -70,6 +70,8 @@ def _decoder_fields(state_dict: Mapping[str, Any]) -> dict[str, Any]:
         iou_head_depth=len(block_indexes(keys, r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.")),
         iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
         embedding_prompt_dim=0,
+        # HQ-SAM's decoder adds an HQ output token (and its fusion layers) to SAM's.
+        decoder_kind="hq" if "mask_decoder.hf_token.weight" in state_dict else "sam",
     )
     if "embedding_prompt.proj.layers.0.weight" in state_dict:
         hidden, found["embedding_prompt_dim"] = shape("embedding_prompt.proj.layers.0.weight")
@@ -84,8 +86,11 @@ def _family_for(state_dict: Mapping[str, Any]) -> EncoderFamily:
     try:  # no family recognises the keys: the default one says which key it misses
         get_family(DEFAULT_FAMILY).infer(state_dict)
     except CheckpointError as error:
+        encoder_keys = sorted(k for k in state_dict if k.startswith("image_encoder."))
+        unmatched = (_listing("image-encoder keys none of them matched", encoder_keys) if encoder_keys
+                     else f"\n  no image_encoder.* keys; got keys like {list(state_dict)[:5]}")
         raise CheckpointError(f"no registered encoder family {sorted(FAMILIES)} recognises these keys; "
-                              f"as {DEFAULT_FAMILY}: {error}") from None
+                              f"as {DEFAULT_FAMILY}: {error}{unmatched}") from None
     return get_family(DEFAULT_FAMILY)
 
 
@@ -117,6 +122,8 @@ def infer_fields(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 def _same(field: str, configured: Any, implied: Any, config: "SamConfig") -> bool:
     if field == "embedding_prompt_hidden_dim" and configured == config.prompt_embed_dim:
         configured = 0  # 0 means "as wide as the prompt tokens"
+    if configured is None or implied is None:
+        return configured is implied
     if isinstance(configured, float) or isinstance(implied, float):
         return math.isclose(float(configured), float(implied), rel_tol=1e-3)
     return configured == implied

@@ -16,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from .encoder_family import EncoderFamily
+from .tiny_vit import TINY_VIT
 from .vit import VIT
 
 __all__ = ["FAMILIES", "EncoderFamily", "family_of", "get_family", "register_family", "unregister_family"]
 
 FAMILIES: dict[str, EncoderFamily] = {
     VIT.name: VIT,
+    TINY_VIT.name: TINY_VIT,
 }
 
 

@@ -9,6 +9,7 @@ from .config import SamConfig
 from .embedding_prompt import EmbeddingPrompt
 from .families import get_family
 from .fast_decoder import FastMaskDecoder, FastTwoWayTransformer
+from .hq_decoder import EarlyFeatures, MaskDecoderHQ, early_features_of
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .transformer import TwoWayTransformer
@@ -23,6 +24,8 @@ class Sam(nn.Module):
     Attributes:
         config: the :class:`SamConfig` it was built from (None when assembled by hand).
         mask_threshold: logit threshold that turns logits into binary masks (0.0).
+        early_features: for a decoder that fuses early encoder features (HQ-SAM), where the
+            encoder gives them (see :mod:`samkit.modeling.hq_decoder`); None otherwise.
     """
 
     mask_threshold: float = 0.0
@@ -30,7 +33,8 @@ class Sam(nn.Module):
     def __init__(self, *, image_encoder: nn.Module, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
                  pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53),
                  pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375),
-                 config: SamConfig | None = None, embedding_prompt: EmbeddingPrompt | None = None) -> None:
+                 config: SamConfig | None = None, embedding_prompt: EmbeddingPrompt | None = None,
+                 early_features: EarlyFeatures | None = None) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
@@ -40,6 +44,14 @@ class Sam(nn.Module):
         self.config = config
         # Optional CLIP-embedding prompt path (absent from Meta's checkpoints).
         self.embedding_prompt = embedding_prompt
+        self.early_features = early_features
+
+    def encode_with_early_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, C, h, w) image embeddings of (B, 3, S, S) normalised images, and the early encoder
+        features (B, D, h, w) the decoder fuses (None when it fuses none)."""
+        if self.early_features is None:
+            return self.image_encoder(images), None
+        return self.early_features.run(self.image_encoder, images)
 
     @property
     def device(self) -> torch.device:
@@ -65,7 +77,9 @@ def build_sam(config: SamConfig | None = None, *, fast_decoder: bool = True, **o
         fast_decoder: build the mask decoder from the fast parts of
             :mod:`samkit.modeling.fast_decoder` (absorbed projections, token-major upscaling);
             False: the plain modules. Both give the same outputs to float rounding and load
-            the same state dict.
+            the same state dict. With ``config.decoder_kind == "hq"`` the decoder is
+            :class:`~samkit.modeling.hq_decoder.MaskDecoderHQ` (its transformer still follows
+            this flag).
         overrides: SamConfig fields that replace those of ``config``.
 
     Example:
@@ -78,6 +92,10 @@ def build_sam(config: SamConfig | None = None, *, fast_decoder: bool = True, **o
         config = config.replace(**overrides)
     transformer_class, decoder_class = ((FastTwoWayTransformer, FastMaskDecoder) if fast_decoder
                                         else (TwoWayTransformer, MaskDecoder))
+    decoder_options, early = {}, None
+    if config.decoder_kind == "hq":  # the fast transformer is a drop-in; HQ's mask path is its own
+        early = early_features_of(config)
+        decoder_class, decoder_options = MaskDecoderHQ, {"early_dim": early.width(config)}
     grid = config.embedding_size
     model = Sam(
         image_encoder=get_family(config.encoder_family).build(config),
@@ -90,11 +108,12 @@ def build_sam(config: SamConfig | None = None, *, fast_decoder: bool = True, **o
             transformer=transformer_class(config.decoder_depth, config.prompt_embed_dim, config.decoder_num_heads,
                                           config.decoder_mlp_dim),
             num_multimask_outputs=config.num_multimask_outputs, iou_head_depth=config.iou_head_depth,
-            iou_head_hidden_dim=config.iou_head_hidden_dim,
+            iou_head_hidden_dim=config.iou_head_hidden_dim, **decoder_options,
         ),
         pixel_mean=config.pixel_mean, pixel_std=config.pixel_std, config=config,
         embedding_prompt=EmbeddingPrompt(config.embedding_prompt_dim, config.prompt_embed_dim,
                                          config.embedding_prompt_hidden_dim or None)
         if config.embedding_prompt_dim > 0 else None,
+        early_features=early,
     )
     return model.eval()

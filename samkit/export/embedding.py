@@ -8,13 +8,13 @@ stored: the client knows it from the image, and maps clicks into the resized fra
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from samkit.arrays import to_numpy
+from samkit.atomic import atomic_file
 from samkit.segmenter import ImageEmbedding, Segmenter
 
 __all__ = ["read_embedding", "write_embedding"]
@@ -39,22 +39,9 @@ def write_embedding(model_or_segmenter: Any, image: Any, path: str | os.PathLike
         raise FileNotFoundError(f"folder of the embedding output {path} does not exist")
     embedding = segmenter.encode(image)
     features = np.ascontiguousarray(to_numpy(embedding.features.float()), dtype=np.float32)
-    _save_atomic(path, features)
+    with atomic_file(path, "wb") as file:
+        np.save(file, features, allow_pickle=False)
     return embedding
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a hidden file beside ``path``, renamed over it (no half-written file)."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.save(file, array, allow_pickle=False)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def read_embedding(path: str | os.PathLike, *, expected_shape: Sequence[int] | None = None) -> np.ndarray:

@@ -53,6 +53,12 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             img = ImageOps.exif_transpose(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot read image file {path!r}: {exc}") from None
+    except ImportError as exc:
+        # Once ultralytics is imported it wraps PIL.Image.open and, on a file Pillow cannot
+        # identify, tries to import (or pip-install) a HEIF plugin; without it the error is an
+        # ImportError that says nothing about the file.
+        raise ValueError(f"cannot read image file {path!r}: Pillow cannot identify it "
+                         f"(and an image-format plugin failed to load: {exc})") from None
     return _pil_to_rgb_uint8(img)
 
 

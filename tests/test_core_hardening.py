@@ -269,3 +269,27 @@ def test_segmenter_rejects_a_bad_device(tiny_model_for_device_check):
 @pytest.fixture(scope="module")
 def tiny_model_for_device_check():
     return samkit.build_sam(samkit.get_config("tiny"))
+
+
+def test_unreadable_image_error_is_clear_after_ultralytics_wraps_pillow(tmp_path):
+    """ultralytics replaces PIL.Image.open with a wrapper that imports a HEIF plugin on unknown
+    files; load_image must still say which file could not be read (real ultralytics, own process)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ultralytics")
+    bad = tmp_path / "garbage.jpg"
+    bad.write_bytes(b"not an image at all")
+    code = (
+        "import sys, ultralytics.utils.patches\n"
+        "from samkit.transforms import load_image\n"
+        "try:\n"
+        "    load_image(sys.argv[1])\n"
+        "except ValueError as exc:\n"
+        "    print('VALUE', exc)\n"
+    )
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "VALUE cannot read image file" in out.stdout and "garbage.jpg" in out.stdout

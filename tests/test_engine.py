@@ -173,7 +173,8 @@ def test_local_everything_matches_the_pipeline_and_records_bad_images(photos, tm
     rows = _manifest(out)
     assert [Path(r["path"]).name for r in rows] == ["a.png", "b.jpg", "d.png", "garbage.jpg", "c.png", "truncated.png"]
     bad = {Path(r["path"]).name: r for r in rows if r["status"] == "error"}
-    assert sorted(bad) == ["garbage.jpg", "truncated.png"] and all("cannot read image" in r["error"] for r in bad.values())
+    assert sorted(bad) == ["garbage.jpg", "truncated.png"]
+    assert all("cannot read image" in r["error"] for r in bad.values()), {k: r["error"] for k, r in bad.items()}
     assert all(r["output"] is None for r in bad.values())
     assert events[-1].finished and events[-1].done == 6 and [e.done for e in events] == sorted(e.done for e in events)
 

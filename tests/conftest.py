@@ -119,3 +119,20 @@ def images():
         "chelsea_300x451": data.chelsea(),
         "astronaut_700x256": _resize(data.astronaut(), 700, 256),
     }
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The one local Ray (2 CPUs) of the test session, started by the first test that asks for it.
+
+    Workers get ``tests/`` on their PYTHONPATH, so test modules' module-level functions and
+    classes (detectors, tasks) unpickle inside them."""
+    import os
+
+    ray = pytest.importorskip("ray")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}})
+    yield ray
+    ray.shutdown()

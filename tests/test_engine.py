@@ -28,7 +28,6 @@ from samkit.engine import (
 from samkit.engine.output import MANIFEST, output_name, stable_image_id
 
 EVERYTHING = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-TESTS = Path(__file__).resolve().parent
 
 
 # -- picklable test parts (module level, so Ray workers import them) ------------------------------
@@ -321,17 +320,6 @@ def test_text_progress_lines():
 
 
 # -- on Ray ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """One local Ray with 2 CPUs for every Ray test of this module; workers import this module."""
-    ray = pytest.importorskip("ray")
-    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path, "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}})
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_matches_the_local_engine(ray_cluster, photos, tmp_path, checkpoint):
     task = EverythingTask(checkpoint, settings=EVERYTHING)
     local = run_job(photos, task, tmp_path / "local", engine="local")

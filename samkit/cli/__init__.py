@@ -34,7 +34,7 @@ import logging
 import sys
 from typing import Any, Callable, Sequence
 
-from samkit.cli import batch, demo, eval, export, models, segment, text
+from samkit.cli import batch, demo, eval, export, models, project, segment, serve, text
 from samkit.cli.common import (
     PRECISIONS,
     Progress,
@@ -54,7 +54,7 @@ __all__ = ["COMMAND_MODULES", "UsageError", "Progress", "build_parser", "main", 
            "unit_float"]
 
 #: The command groups, in the order ``samkit --help`` lists them.
-COMMAND_MODULES = (segment, models, demo, batch, text, export, eval)
+COMMAND_MODULES = (segment, models, demo, batch, text, export, eval, project, serve)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, with_defaults: bool) -> None:

@@ -1,0 +1,1 @@
+"""Annotation projects: the data engine's human loop (SQLite store, stages, retraining)."""

@@ -1,0 +1,1 @@
+"""Model servers for labelling tools (Label Studio ML backend)."""

@@ -21,8 +21,9 @@ Whatever the source, a checkpoint may be wrapped as ``{"model": sd}`` or ``{"sta
 
 The architecture is taken from, in order: the ``config=`` argument; a configuration stored with
 the weights (``samkit_config``, written by :func:`save_checkpoint`, or a Hugging Face
-``config.json``); the known name's variant; :func:`infer_config` on the tensor shapes. Whichever
-it is, :func:`check_architecture` compares it with the tensors before anything is built.
+``config.json``); the known name's variant; :func:`infer_config` on the tensor shapes, for
+256-wide decoders only (every official model: 8 heads); the head count of another width is in
+no shape, so such a plain state dict needs ``config=``. Whichever it is, :func:`check_architecture` compares it with the tensors before anything is built.
 
 Example:
     >>> from samkit.weights import load_model
@@ -122,7 +123,9 @@ def load_model(source: WeightsSource, *, config: SamConfig | str | None = None,
     if isinstance(config, str):
         config = get_config(config)
     claim = "the config passed in" if config else f"its stored {CONFIG_KEY}" if stored_config else None
-    config = config or stored_config or infer_config(state_dict)
+    if config is None and stored_config is None:
+        config = _unambiguous_config(state_dict, origin)
+    config = config or stored_config
     if builder is None:
         from samkit.modeling import build_sam
 
@@ -241,6 +244,20 @@ def _normalize(obj: Any, *, origin: str) -> ResolvedWeights:
 # --------------------------------------------------------------------------- architecture
 
 
+def _unambiguous_config(state_dict: Mapping[str, Any], origin: str) -> SamConfig:
+    """infer_config, refusing weights whose decoder head count no shape fixes.
+
+    Every official SAM family has a 256-wide decoder with 8 heads; for another width the head
+    count is a guess, and a wrong guess loads without error into a different model."""
+    found = infer_fields(_normalize(state_dict, origin=origin).state_dict)
+    if found["prompt_embed_dim"] != 256:
+        raise CheckpointError(
+            f"{origin}: the decoder is {found['prompt_embed_dim']} wide (official SAM models are 256 wide, 8 heads) "
+            "and its head count is not stored in the weights; pass config= (a SamConfig or variant name), or "
+            "save the model with samkit.save_checkpoint, which stores its config")
+    return infer_config(state_dict)
+
+
 def infer_config(state_dict: Mapping[str, Any], **overrides: Any) -> SamConfig:
     """Read a :class:`SamConfig` from the keys and shapes of a Meta-format state dict.
 
@@ -298,8 +315,9 @@ def save_checkpoint(model: nn.Module | Mapping[str, torch.Tensor], path: str | o
         config: architecture to store; default ``model.config``.
         store_config: store ``config`` with the weights (``.pth``: ``{"model": sd, "samkit_config": {...}}``;
             ``.safetensors``: metadata, the tensors stay a plain Meta state dict). Default: only when
-            :func:`infer_config` would not give ``config`` back, so official-shaped models stay plain
-            Meta state dicts that ``segment_anything`` can load.
+            :func:`infer_config` would not give ``config`` back or the decoder is not 256 wide (its
+            head count is then in no shape, and load_model refuses to guess), so official-shaped
+            models stay plain Meta state dicts that ``segment_anything`` can load.
     """
     path = Path(path)
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
@@ -308,7 +326,7 @@ def save_checkpoint(model: nn.Module | Mapping[str, torch.Tensor], path: str | o
     state_dict = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     config = config or getattr(model, "config", None)
     if store_config is None:
-        store_config = config is not None and _quiet_infer(state_dict) != config
+        store_config = config is not None and (config.prompt_embed_dim != 256 or _quiet_infer(state_dict) != config)
     if store_config and config is None:
         raise ValueError("store_config=True needs a config: pass config= or a model with a .config")
     path.parent.mkdir(parents=True, exist_ok=True)

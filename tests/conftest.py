@@ -88,10 +88,16 @@ def tiny_state_dict(tiny_config):
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory, tiny_state_dict):
-    """Path of a tiny random checkpoint saved exactly as Meta saves theirs (a plain state dict)."""
+def tiny_checkpoint(tmp_path_factory, tiny_state_dict, tiny_config):
+    """Path of a tiny random checkpoint in Meta's key format, saved by samkit.save_checkpoint.
+
+    The tiny decoder is 32 wide with 2 heads; a head count no tensor shape fixes, so the file
+    stores its config (``{"model": state_dict, "samkit_config": {...}}``): a plain state dict of
+    this width is refused by load_model without ``config=``."""
+    from samkit import save_checkpoint
+
     path = tmp_path_factory.mktemp("ckpt") / "tiny_random.pth"
-    torch.save(tiny_state_dict, path)
+    save_checkpoint(tiny_state_dict, path, config=tiny_config, store_config=True)
     return path
 
 

@@ -99,7 +99,15 @@ def test_toy_family_round_trip(tmp_path, toy_family, images):
         model.image_encoder.grid.normal_()
     path = samkit.save_checkpoint(model, tmp_path / "toy.pth")
     raw = torch.load(path, weights_only=True)
-    assert "samkit_config" not in raw  # the shapes give the config back: stored as a plain state dict
+    # The toy decoder is not 256 wide, so no shape fixes its head count: the config is stored, and
+    # the same weights as a plain state dict load only with config=.
+    assert "samkit_config" in raw
+    plain = tmp_path / "toy_plain.pth"
+    torch.save(raw["model"], plain)
+    with pytest.raises(CheckpointError, match="head count is not stored in the weights; pass config="):
+        samkit.load_model(plain)
+    assert samkit.load_model(plain, config=config).config == config
+    raw = raw["model"]
     loaded = samkit.load_model(path)
     assert loaded.config == config and loaded.config.encoder_options == (("width", 8),)
     assert isinstance(loaded.image_encoder, ToyEncoder)

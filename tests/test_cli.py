@@ -593,3 +593,44 @@ def _no_stray_outputs(workspace):
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+@needs_text
+def test_text_engine_local_equals_the_pipeline(workspace, run_main, tmp_path):
+    """`samkit text SOURCE --engine local` writes per-image COCO results equal to TextToMask's."""
+    pytest.importorskip("transformers")
+    from tiny_hf_models import save_tiny_owl
+
+    from samkit.engine.output import read_output
+    from samkit.pipelines import TextToMask
+    from samkit.transforms import load_image
+    from samkit.weights import load_model
+
+    import samkit
+
+    owl = save_tiny_owl(tmp_path / "owl", v2=True)
+    out = tmp_path / "text_engine"
+    code, stdout, err = run_main("text", "photos", "a box", "the floor", "--strategy", "grounded", "--detector", owl,
+                                 "--threshold", "0", "--model", "tiny.pth", "--engine", "local", "--out", str(out))
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    pipeline = TextToMask(samkit.Segmenter(load_model(workspace / "tiny.pth")), strategy="grounded", detector=owl,
+                          threshold=0.0)
+    total = 0
+    for row in rows:
+        data = read_output(out / row["output"])
+        expected = pipeline(load_image(workspace / "photos" / data["samkit"]["file_name"]), ["a box", "the floor"])
+        got = data["annotations"]
+        assert len(got) == len(expected)
+        for annotation, mask in zip(got, expected.masks[:, 0]):
+            np.testing.assert_array_equal(rle_to_mask(annotation["segmentation"]), mask)
+        total += len(got)
+    assert total > 0, "threshold 0 keeps the tiny detector's boxes"
+
+
+@needs_text
+def test_text_engine_refuses_clip_strategies(run_main):
+    code, _, err = run_main("text", "photos", "a box", "--strategy", "clip_rerank", "--clip-weights", "none",
+                            "--model", "tiny.pth", "--engine", "local", "--out", "o")
+    assert code == 2 and "--engine runs --strategy grounded or sam3" in err

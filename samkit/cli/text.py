@@ -9,6 +9,12 @@ Registered only when :mod:`samkit.pipelines.text_to_mask` is installed. Strategi
 * ``clip_prompt``: the CLIP text embedding prompts SAM directly (models trained with samkit's
   embedding prompt path only; ``--point`` adds point prompts);
 * ``sam3``: SAM 3's own concept prompts (``--sam3`` folder or hub id; no SAM model needed).
+
+With ``--engine local|ray`` the input is a source (folder, glob, list file, URI) and the data
+engine writes one COCO-results JSON per image plus ``manifest.jsonl`` under ``--out DIR``
+(:mod:`samkit.cli.engine_options`); the strategies whose settings are names (``grounded``,
+``sam3``) run there. The CLIP strategies hold a loaded CLIP model: use
+:class:`samkit.engine.TextTask` from Python for them.
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ from typing import Any
 
 from samkit.cli.common import (
     UsageError,
+    precision_dtype_name,
+    resolve_model_source,
     check_out_folder,
     count,
     everything_presets,
@@ -27,7 +35,11 @@ from samkit.cli.common import (
     remove_earlier_masks,
 )
 
+from samkit.cli.engine_options import add_engine_arguments, run_engine_job, uses_engine
+
 __all__ = ["add_commands", "available", "strategy_names"]
+
+_ENGINE_STRATEGIES = ("grounded", "sam3")
 
 
 def available() -> bool:
@@ -53,7 +65,7 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         "text", parents=parents, help="segment what a phrase names",
         description="Masks of IMAGE matching the phrases. Writes mask_<i>.png per mask, overlay.png and result.json "
                     "(phrase, text score, SAM score, box, COCO RLE) to DIR.")
-    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("image", metavar="IMAGE", help="an image; with --engine: a folder, glob, list file or URI")
     p.add_argument("phrases", nargs="+", metavar="PHRASE", help='e.g. "a wheel" "a grille"')
     p.add_argument("--strategy", choices=strategy_names(), default="grounded", help="how text finds masks "
                    "(default: grounded)")
@@ -78,6 +90,8 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="clip_prompt: point prompts added to the text; repeatable")
     p.add_argument("--min-text-score", type=float, default=None, metavar="S", help="drop weaker matches")
     p.add_argument("--max-masks", type=positive_int, default=None, metavar="N", help="keep the N best matches")
+    p.add_argument("--restart", action="store_true", help="--engine: discard earlier results for --out and start over")
+    add_engine_arguments(p)
     p.set_defaults(func=run_text, parser=p)
 
 
@@ -132,6 +146,10 @@ def run_text(args: argparse.Namespace) -> int:
     from samkit.transforms import load_image
     from samkit.visualize import draw_overlay
 
+    if uses_engine(args):
+        return _text_with_engine(args)
+    if args.restart:
+        raise UsageError("--restart applies to --engine (one image writes fresh results each run)")
     settings, options = _strategy_settings(args)
     out = check_out_folder(args.out)
     image = load_image(args.image)
@@ -168,3 +186,19 @@ def run_text(args: argparse.Namespace) -> int:
         print("\n".join([f"{count(len(result), 'mask')} for {', '.join(map(repr, args.phrases))}", *lines,
                          f"overlay -> {out / 'overlay.png'}", f"scores and RLE -> {out / 'result.json'}"]))
     return 0
+
+
+def _text_with_engine(args: argparse.Namespace) -> int:
+    from samkit.engine import TextTask
+
+    if args.strategy not in _ENGINE_STRATEGIES:
+        raise UsageError(f"--engine runs --strategy {' or '.join(_ENGINE_STRATEGIES)}; {args.strategy} holds a loaded "
+                         "CLIP model: use samkit.engine.TextTask from Python")
+    settings, _ = _strategy_settings(args)
+    settings.pop("device", None)  # the engine places the model on each worker's device
+    model = None if args.strategy == "sam3" else resolve_model_source(args.model)
+    task = TextTask(model, list(args.phrases), strategy=args.strategy, strategy_settings=settings,
+                    min_text_score=args.min_text_score, max_masks=args.max_masks,
+                    dtype=precision_dtype_name(args.precision))
+    args.input = args.image
+    return run_engine_job(args, task)

@@ -30,10 +30,10 @@ import numpy as np
 from samkit.arrays import to_numpy
 from samkit.formats.coco import Categories, coco_annotations
 from samkit.formats.jsonable import to_python
+from samkit.formats.polygons import mask_to_polygons
 from samkit.formats.rle import (
     as_bool_masks,
     compress_counts,
-    mask_to_polygons,
     masks_to_boxes,
     masks_to_coco_rle,
     masks_to_rle,
@@ -315,7 +315,7 @@ class Segmentation:
     def to_polygons(self, holes: bool = True) -> list[list[list[np.ndarray]]]:
         """N lists of K lists of rings, float32 (M, 2) XY pixel-edge coordinates.
 
-        See :func:`samkit.formats.rle.mask_to_polygons`: outer rings have positive signed area, holes
+        See :func:`samkit.formats.polygons.mask_to_polygons`: outer rings have positive signed area, holes
         negative. (COCO polygons cannot express holes; prefer RLE for COCO files.)
         """
         return [[mask_to_polygons(m, holes=holes) for m in per_prompt] for per_prompt in self.masks]

@@ -32,7 +32,7 @@ from samkit.formats import (
     write_yolo_seg,
     yolo_seg_lines,
 )
-from samkit.formats.rle import polygon_signed_area
+from samkit.formats.polygons import polygon_signed_area
 from samkit.results import Segmentation
 
 H, W = 40, 56

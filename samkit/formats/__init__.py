@@ -3,7 +3,8 @@
 =================  ============================================================================
 module             format
 =================  ============================================================================
-:mod:`.rle`        COCO run-length encoding (both counts forms), boxes, polygons
+:mod:`.rle`        COCO run-length encoding (both counts forms), boxes
+:mod:`.polygons`   mask borders as polygons (rings of pixel corners)
 :mod:`.coco`       COCO instances (annotations, datasets) and results, with the one category rule
 :mod:`.sa1b`       SA-1B per-image JSON
 :mod:`.yolo_seg`   YOLO segmentation label files
@@ -25,14 +26,13 @@ from samkit.formats.coco import (
 )
 from samkit.formats.jsonable import json_default, to_python
 from samkit.formats.png import mask_png_bytes, read_mask_png, save_mask_png, save_masks_zip
+from samkit.formats.polygons import mask_to_polygons, polygon_signed_area
 from samkit.formats.rle import (
     compress_counts,
     decompress_counts,
-    mask_to_polygons,
     masks_to_boxes,
     masks_to_coco_rle,
     masks_to_rle,
-    polygon_signed_area,
     rle_area,
     rle_to_bbox,
     rle_to_mask,

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from samkit.formats.rle import as_bool_masks, mask_to_polygons, polygon_signed_area
+from samkit.formats.polygons import mask_to_polygons, polygon_signed_area
+from samkit.formats.rle import as_bool_masks
 
 __all__ = ["MULTIPART", "read_yolo_seg", "write_yolo_seg", "yolo_seg_lines"]
 

@@ -29,14 +29,18 @@ with B = ``batch_size``, H x W the largest image, N its number of masks; the emb
 adds (B + 1) * 256 * 64 * 64 * 4 B (4 MiB per cached image). Rows sent back are a few hundred
 bytes; the driver holds the list of paths and one row per input (the manifest), and
 ``merge_coco_path`` holds the merged dataset in memory while writing it.
+
+Annotation projects (the paper's human loop: assisted, semi-automatic and automatic stages,
+retraining) live in :mod:`samkit.engine.projects`; :class:`Project` is re-exported here.
 """
 from .errors import EngineError
 from .job import JobSummary, run_job
 from .progress import JobProgress, TextProgress
+from .projects import Project
 from .ray_backend import RetryPolicy
 from .sources import Input, list_inputs, read_image
 from .tasks import DetectTask, EverythingTask, TextTask
 from .worker import ImageWorker
 
 __all__ = ["DetectTask", "EngineError", "EverythingTask", "ImageWorker", "Input", "JobProgress", "JobSummary",
-           "RetryPolicy", "TextProgress", "TextTask", "list_inputs", "read_image", "run_job"]
+           "Project", "RetryPolicy", "TextProgress", "TextTask", "list_inputs", "read_image", "run_job"]

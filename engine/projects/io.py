@@ -81,18 +81,19 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
-    data = path.read_bytes()
     try:
-        import io
-
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(path) as img:
             img.load()
             width, height = ImageOps.exif_transpose(img).size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as error:
         raise ValueError(f"cannot read image file {path}: {error}") from None
     if width < 1 or height < 1:
         raise ValueError(f"image file {path} has no pixels ({width}x{height})")
-    return width, height, hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return width, height, digest.hexdigest()
 
 
 @dataclass
@@ -118,7 +119,8 @@ def _segmentation_rle(segmentation: Any, height: int | None, width: int | None, 
             raise ImportError("polygon annotations are rasterised by pycocotools: pip install samkit[eval]") from None
         rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
         return to_coco_rle({"size": [int(v) for v in rle["size"]], "counts": rle["counts"]})
-    raise ValueError(f"{where}: segmentation must be an RLE dict or a list of polygons, got {type(segmentation).__name__}")
+    raise ValueError(f"{where}: segmentation must be an RLE dict or a list of polygons, "
+                     f"got {type(segmentation).__name__}")
 
 
 def read_coco(coco_json: str | os.PathLike, *, images_root: str | os.PathLike | None = None) -> list[CocoEntry]:

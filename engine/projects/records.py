@@ -169,7 +169,8 @@ class ProjectStatus:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (stage keys as strings)."""
         return {"images": self.images, "annotated_images": self.annotated_images, "done_images": self.done_images,
-                "accepted": self.accepted, "accepted_per_stage": {str(k): v for k, v in self.accepted_per_stage.items()},
+                "accepted": self.accepted,
+                "accepted_per_stage": {str(k): v for k, v in self.accepted_per_stage.items()},
                 "pending": self.pending, "rejected": self.rejected, "withdrawn": self.withdrawn,
                 "masks_per_image": self.masks_per_image, "median_seconds_per_mask": self.median_seconds_per_mask,
                 "model_version": self.model_version}

@@ -10,14 +10,17 @@ table, ``images.sha256`` (duplicate detection) and indexes for the per-image que
 """
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .records import ProjectError
 
-__all__ = ["APPLICATION_ID", "BUSY_TIMEOUT_S", "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "connect", "prepare"]
+__all__ = ["APPLICATION_ID", "BUSY_TIMEOUT_S", "DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "Database", "connect",
+           "prepare"]
 
 #: The database file's name inside the project folder.
 DB_NAME = "samkit_project.sqlite"
@@ -96,9 +99,13 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), with the busy timeout set."""
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-    connection.execute("PRAGMA foreign_keys = ON")
-    connection.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable up to the last checkpoint, never corrupt
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute("PRAGMA synchronous = NORMAL")  # with WAL: a killed process loses no commit
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        raise ProjectError(f"{path} is not a samkit project: it is not a readable SQLite database ({error})") from None
     return connection
 
 
@@ -150,3 +157,73 @@ def prepare(connection: sqlite3.Connection, path: Path, *, create: bool, name: s
             connection.execute("ROLLBACK")
         raise
     return version
+
+
+class Database:
+    """One SQLite file used from any number of threads: each thread gets its own connection
+    (a forked child opens fresh ones); :meth:`_write` and :meth:`_read` are transactions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.root = path.parent
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._closed = False
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise ProjectError(f"the project {self.root} is closed")
+        if os.getpid() != self._pid:  # a forked child must not use its parent's connections
+            self._local, self._connections, self._pid = threading.local(), [], os.getpid()
+            self._lock = threading.Lock()
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = connect(self.path)
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    def _write(self) -> "Transaction":
+        """``with self._write() as db:`` one ``BEGIN IMMEDIATE`` transaction (waits for other writers)."""
+        return Transaction(self._connection(), "BEGIN IMMEDIATE")
+
+    def _read(self) -> "Transaction":
+        """``with self._read() as db:`` one consistent snapshot for several queries."""
+        return Transaction(self._connection(), "BEGIN")
+
+    def close(self) -> None:
+        """Close every thread's connection; the object cannot be used afterwards."""
+        with self._lock:
+            self._closed = True
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+
+class Transaction:
+    """``with``: BEGIN ... COMMIT, or ROLLBACK when the block raises."""
+
+    def __init__(self, connection: sqlite3.Connection, begin: str) -> None:
+        self.connection, self.begin = connection, begin
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.connection.execute(self.begin)
+        return self.connection
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        if kind is None:
+            self.connection.execute("COMMIT")
+        elif self.connection.in_transaction:
+            self.connection.execute("ROLLBACK")

@@ -25,7 +25,6 @@ import json
 import os
 import sqlite3
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -39,13 +38,12 @@ from .records import (
     ImageRecord,
     ImportReport,
     ModelVersion,
-    ProjectError,
     ProjectStatus,
     UnknownIdError,
     check_choice,
     mask_to_rle,
 )
-from .schema import APPLICATION_ID, DB_NAME, SCHEMA_VERSION, connect, prepare
+from .schema import APPLICATION_ID, DB_NAME, SCHEMA_VERSION, Database, connect, prepare
 
 __all__ = ["APPLICATION_ID", "DB_NAME", "SCHEMA_VERSION", "Project"]
 
@@ -57,21 +55,12 @@ def _now() -> float:
     return time.time()
 
 
-class Project:
+class Project(Database):
     """An annotation project: images, their annotations, model versions (see the module docstring).
 
     Use :meth:`init` or :meth:`open`, not the constructor. The object may be shared by threads
     (each thread gets its own SQLite connection); several processes may open the same project.
     """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.root = path.parent
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._closed = False
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -126,44 +115,6 @@ class Project:
             connection.close()
         return cls(path)
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._closed:
-            raise ProjectError(f"the project {self.root} is closed")
-        if os.getpid() != self._pid:  # a forked child must not share its parent's connections
-            self._local, self._connections, self._pid = threading.local(), [], os.getpid()
-            self._lock = threading.Lock()
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = connect(self.path)
-            self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
-        return connection
-
-    def close(self) -> None:
-        """Close every thread's connection; the object cannot be used afterwards."""
-        with self._lock:
-            self._closed = True
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
-
-    def __enter__(self) -> "Project":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"Project({str(self.root)!r})"
-
-    # -- transactions ----------------------------------------------------------------------------
-    def _write(self) -> "_Transaction":
-        return _Transaction(self._connection(), "BEGIN IMMEDIATE")
-
-    def _read(self) -> "_Transaction":
-        return _Transaction(self._connection(), "BEGIN")
-
     @property
     def name(self) -> str:
         """The project's name (default: its folder's name)."""
@@ -213,8 +164,13 @@ class Project:
                 added.append(image_id)
         return ImportReport(added=added, skipped=skipped)
 
-    def _insert_image(self, file: Path, width: int, height: int, digest: str | None) -> tuple[int | None, str]:
+    def _insert_image(self, file: Path, width: int, height: int, digest: str | None, *,
+                      masks: list[tuple[str, dict]] = (), author: str | None = None) -> tuple[int | None, str]:
+        """Insert one image (and its imported ``(label, rle)`` masks) in one transaction, unless
+        its path or bytes are already there: then ``(None, reason)``."""
         stored = self._stored_path(file)
+        encoded = [(label, mask_to_rle(rle, (height, width), f"imported mask {i} of {file}"))
+                   for i, (label, rle) in enumerate(masks)]
         with self._write() as db:
             row = db.execute("SELECT id FROM images WHERE path = ?", (stored,)).fetchone()
             if row:
@@ -225,6 +181,10 @@ class Project:
                     return None, f"duplicate of image {row[0]} ({row[1]}): same bytes"
             cursor = db.execute("INSERT INTO images (path, width, height, sha256, added_at) VALUES (?, ?, ?, ?, ?)",
                                 (stored, width, height, digest, _now()))
+            for label, mask in encoded:
+                self._insert_annotation(db, cursor.lastrowid, mask, label=label, stage=1, source="import",
+                                        author=author, model_version=None, score=None, seconds=None,
+                                        status="accepted")
             return cursor.lastrowid, ""
 
     def import_coco(self, coco_json: str | os.PathLike, *, images_root: str | os.PathLike | None = None,
@@ -249,13 +209,15 @@ class Project:
                 skipped.append((str(entry.path), f"the COCO file says {entry.width}x{entry.height} but the image "
                                                  f"is {width}x{height}"))
                 continue
-            image_id, reason = self._insert_image(entry.path, width, height, digest)
+            try:
+                image_id, reason = self._insert_image(entry.path, width, height, digest, masks=entry.annotations,
+                                                      author=author)
+            except ValueError as error:  # a mask that does not fit the image: the whole image is skipped
+                image_id, reason = None, str(error)
             if image_id is None:
                 skipped.append((str(entry.path), reason))
-                continue
-            added.append(image_id)
-            for label, rle in entry.annotations:
-                self.add_annotation(image_id, rle, label=label, stage=1, source="import", author=author)
+            else:
+                added.append(image_id)
         return ImportReport(added=added, skipped=skipped)
 
     def image(self, image_id: int) -> ImageRecord:
@@ -296,14 +258,16 @@ class Project:
         """Mark an image as finished (the annotate UI's "next"); recorded as a ``done`` event."""
         with self._write() as db:
             row = self._image_row(db, image_id)
-            db.execute("UPDATE images SET done = 1 WHERE id = ?", (row[0],))
-            self._event(db, "done", author, image_id=row[0], old=str(bool(row[4])).lower(), new="true")
+            if not row[4]:
+                db.execute("UPDATE images SET done = 1 WHERE id = ?", (row[0],))
+                self._event(db, "done", author, image_id=row[0], old="false", new="true")
 
     # -- annotations -------------------------------------------------------------------------------
     @staticmethod
     def _event(db: sqlite3.Connection, kind: str, author: str | None, *, image_id: int | None = None,
                annotation_id: int | None = None, old: str | None = None, new: str | None = None) -> None:
-        db.execute("INSERT INTO events (at, author, kind, image_id, annotation_id, old, new) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        db.execute("INSERT INTO events (at, author, kind, image_id, annotation_id, old, new) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
                    (_now(), author, kind, image_id, annotation_id, old, new))
 
     def add_annotation(self, image_id: int, mask: Any, *, label: str = "object", stage: int = 1,
@@ -330,22 +294,30 @@ class Project:
         check_choice("status", status, STATUSES)
         if seconds is not None and not seconds >= 0:
             raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        image = self.image(image_id)  # an image's size never changes: encode before taking the write lock
+        encoded = mask_to_rle(mask, (image.height, image.width), f"the mask for image {image_id}")
         with self._write() as db:
-            _, _, width, height, _ = self._image_row(db, image_id)
-            rle, bbox, area = mask_to_rle(mask, (height, width), f"the mask for image {image_id}")
-            now = _now()
-            cursor = db.execute(
-                "INSERT INTO annotations (image_id, rle, bbox, area, label, stage, source, model_version, author, "
-                "created_at, edited_at, status, score, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
-                (int(image_id), json.dumps(rle), json.dumps(bbox), area, str(label), int(stage), source,
-                 model_version, author, now, status, None if score is None else float(score),
-                 None if seconds is None else float(seconds)))
-            annotation_id = cursor.lastrowid
-            self._event(db, "add", author, image_id=int(image_id), annotation_id=annotation_id, new=status)
+            self._image_row(db, image_id)
+            annotation_id = self._insert_annotation(db, image.id, encoded, label=label, stage=stage, source=source,
+                                                    author=author, model_version=model_version, score=score,
+                                                    seconds=seconds, status=status)
         return annotation_id
 
+    def _insert_annotation(self, db: sqlite3.Connection, image_id: int, encoded: tuple[dict, list[float], int], *,
+                           label: str, stage: int, source: str, author: str | None, model_version: str | None,
+                           score: float | None, seconds: float | None, status: str) -> int:
+        rle, bbox, area = encoded
+        cursor = db.execute(
+            "INSERT INTO annotations (image_id, rle, bbox, area, label, stage, source, model_version, author, "
+            "created_at, edited_at, status, score, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+            (image_id, json.dumps(rle), json.dumps(bbox), area, str(label), int(stage), source, model_version, author,
+             _now(), status, None if score is None else float(score), None if seconds is None else float(seconds)))
+        self._event(db, "add", author, image_id=image_id, annotation_id=cursor.lastrowid, new=status)
+        return cursor.lastrowid
+
     def _current_row(self, db: sqlite3.Connection, annotation_id: int, action: str) -> AnnotationRecord:
-        row = db.execute(f"SELECT {_ANNOTATION_COLUMNS} FROM annotations WHERE id = ?", (int(annotation_id),)).fetchone()
+        row = db.execute(f"SELECT {_ANNOTATION_COLUMNS} FROM annotations WHERE id = ?",
+                         (int(annotation_id),)).fetchone()
         if row is None:
             raise UnknownIdError(f"no annotation with id {annotation_id} in project {self.root}")
         record = AnnotationRecord.from_row(row)
@@ -370,13 +342,13 @@ class Project:
             check_choice("status", status, STATUSES)
         if seconds is not None and not seconds >= 0:
             raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        encoded = None
+        if mask is not None:  # the size is the image's, fixed: encode before taking the write lock
+            h, w = self.annotation(annotation_id).rle["size"]
+            encoded = mask_to_rle(mask, (h, w), f"the new mask of annotation {annotation_id}")
         with self._write() as db:
             old = self._current_row(db, annotation_id, "edit")
-            if mask is None:
-                rle, bbox, area = old.rle, list(old.bbox), old.area
-            else:
-                h, w = old.rle["size"]
-                rle, bbox, area = mask_to_rle(mask, (h, w), f"the new mask of annotation {annotation_id}")
+            rle, bbox, area = (old.rle, list(old.bbox), old.area) if encoded is None else encoded
             total = None if old.seconds is None and seconds is None else (old.seconds or 0.0) + (seconds or 0.0)
             new_status = old.status if status is None else status
             cursor = db.execute(
@@ -484,7 +456,8 @@ class Project:
         except (TypeError, ValueError) as error:
             raise ValueError(f"metrics must be a JSON-serialisable dict, got {metrics!r}: {error}") from None
         with self._write() as db:
-            if parent is not None and db.execute("SELECT 1 FROM models WHERE version = ?", (parent,)).fetchone() is None:
+            known_parent = parent is None or db.execute("SELECT 1 FROM models WHERE version = ?", (parent,)).fetchone()
+            if not known_parent:
                 known = [r[0] for r in db.execute("SELECT version FROM models ORDER BY seq")]
                 raise UnknownIdError(f"parent model version {parent!r} is not registered; known: {known}")
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM models").fetchone()[0]
@@ -541,20 +514,3 @@ class Project:
         """Write the current annotations with ``status`` (or ``"any"``): ``"coco"`` one JSON file,
         ``"sa1b"`` a folder of per-image SA-1B JSON; returns ``out``. See :mod:`.io`."""
         return project_io.export_project(self, out, format=format, status=status)
-
-
-class _Transaction:
-    """``with``: BEGIN (IMMEDIATE for writes) ... COMMIT, or ROLLBACK on an exception."""
-
-    def __init__(self, connection: sqlite3.Connection, begin: str) -> None:
-        self.connection, self.begin = connection, begin
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.connection.execute(self.begin)
-        return self.connection
-
-    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
-        if kind is None:
-            self.connection.execute("COMMIT")
-        elif self.connection.in_transaction:
-            self.connection.execute("ROLLBACK")

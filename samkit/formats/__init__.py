@@ -12,6 +12,9 @@ module             format
 :mod:`.jsonable`   numpy and tensor values made JSON-ready
 =================  ============================================================================
 
+:mod:`.label_studio` reads and writes Label Studio brush RLE and ``brushlabels`` results and turns
+its percent region coordinates into pixels.
+
 The modules take masks as bool (M, H, W) arrays (0/1 numbers and torch tensors accepted) and
 plain metadata; they never import :mod:`samkit.results` (a ``Segmentation`` is duck-typed where
 accepted), so results, pipelines and front ends all build on them.
@@ -25,6 +28,15 @@ from samkit.formats.coco import (
     write_coco_json,
 )
 from samkit.formats.jsonable import json_default, to_python
+from samkit.formats.label_studio import (
+    brush_result,
+    brush_rle_to_mask,
+    decode_brush_values,
+    encode_brush_values,
+    keypoint_to_pixels,
+    mask_to_brush_rle,
+    rectangle_to_pixels,
+)
 from samkit.formats.png import mask_png_bytes, read_mask_png, save_mask_png, save_masks_zip
 from samkit.formats.polygons import mask_to_polygons, polygon_signed_area
 from samkit.formats.rle import (
@@ -44,6 +56,8 @@ from samkit.formats.yolo_seg import read_yolo_seg, write_yolo_seg, yolo_seg_line
 __all__ = [
     "category_of", "coco_annotations", "coco_dataset", "coco_results", "normalize_categories", "write_coco_json",
     "json_default", "to_python",
+    "brush_result", "brush_rle_to_mask", "decode_brush_values", "encode_brush_values", "keypoint_to_pixels",
+    "mask_to_brush_rle", "rectangle_to_pixels",
     "mask_png_bytes", "read_mask_png", "save_mask_png", "save_masks_zip",
     "compress_counts", "decompress_counts", "mask_to_polygons", "masks_to_boxes", "masks_to_coco_rle", "masks_to_rle",
     "polygon_signed_area", "rle_area", "rle_to_bbox", "rle_to_mask", "to_coco_rle",

@@ -98,6 +98,21 @@ def test_round_trip_add_edit_supersede_status_undo(project: Project) -> None:
     assert [e["author"] for e in project.events(annotation_id=relabelled)] == [None, "bob"]
 
 
+def test_add_annotations_is_all_or_nothing(project: Project) -> None:
+    good, other = _mask(12, 16, 2, 3, 6, 9), _mask(12, 16, 0, 0, 3, 3)
+    with pytest.raises(ValueError, match="mask 1 for image 1"):
+        project.add_annotations(1, [good, np.ones((10, 20), bool)], stage=3, source="auto")
+    with pytest.raises(ValueError, match="label must have one entry per mask: 2 masks, got 1"):
+        project.add_annotations(1, [good, other], label=["cat"])
+    assert project.annotations() == []
+    ids = project.add_annotations(1, [good, other], label=["cat", "dog"], scores=[0.9, None], stage=2,
+                                  source="prefill", status="pending")
+    records = project.annotations(1, status="pending")
+    assert [r.id for r in records] == ids and [r.label for r in records] == ["cat", "dog"]
+    assert [r.score for r in records] == [pytest.approx(0.9), None]
+    assert np.array_equal(records[0].mask(), good) and np.array_equal(records[1].mask(), other)
+
+
 def test_history_survives_reopening(project: Project, tmp_path: Path) -> None:
     a = project.add_annotation(2, _mask(10, 20, 1, 1, 4, 4), author="ann")
     b = project.edit_annotation(a, _mask(10, 20, 1, 1, 5, 5))

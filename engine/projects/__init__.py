@@ -30,10 +30,14 @@ from .records import (
 from .schema import DB_NAME, SCHEMA_VERSION
 from .store import Project
 
+# -- the stages ------------------------------------------------------------------------------------
+from .stages import RetrainReport, StageReport, auto, prefill, retrain  # noqa: E402
+
 __all__ = [
     # the store
     "DB_NAME", "EXPORT_FORMATS", "SCHEMA_VERSION", "SOURCES", "STAGES", "STATUSES",
     "AnnotationRecord", "ImageRecord", "ImportReport", "ModelVersion", "Project", "ProjectError", "ProjectStatus",
     "UnknownIdError",
-    # the stages (prefill, auto, retrain) are added here by .stages
+    # the stages
+    "RetrainReport", "StageReport", "auto", "prefill", "retrain",
 ]

@@ -27,7 +27,7 @@ import sqlite3
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from . import io as project_io
 from .records import (
@@ -302,6 +302,34 @@ class Project(Database):
                                                     author=author, model_version=model_version, score=score,
                                                     seconds=seconds, status=status)
         return annotation_id
+
+    def add_annotations(self, image_id: int, masks: Sequence[Any], *, scores: Sequence[float | None] | None = None,
+                        label: str | Sequence[str] = "object", stage: int = 1, source: str = "manual",
+                        author: str | None = None, model_version: str | None = None,
+                        status: str = "accepted") -> list[int]:
+        """Store several masks of one image in ONE transaction (all or none); returns their ids.
+
+        The keywords are :meth:`add_annotation`'s, shared by every mask; ``scores`` and ``label``
+        may instead hold one entry per mask. The stages write an image's masks this way, so a
+        crash never leaves an image half stored.
+        """
+        check_choice("stage", stage, STAGES)
+        check_choice("source", source, SOURCES)
+        check_choice("status", status, STATUSES)
+        masks = list(masks)
+        scores = [None] * len(masks) if scores is None else list(scores)
+        labels = [label] * len(masks) if isinstance(label, str) else list(label)
+        for name, values in (("scores", scores), ("label", labels)):
+            if len(values) != len(masks):
+                raise ValueError(f"{name} must have one entry per mask: {len(masks)} masks, got {len(values)}")
+        image = self.image(image_id)
+        encoded = [mask_to_rle(m, (image.height, image.width), f"mask {i} for image {image_id}")
+                   for i, m in enumerate(masks)]
+        with self._write() as db:
+            self._image_row(db, image_id)
+            return [self._insert_annotation(db, image.id, e, label=name, stage=stage, source=source, author=author,
+                                            model_version=model_version, score=score, seconds=None, status=status)
+                    for e, score, name in zip(encoded, scores, labels)]
 
     def _insert_annotation(self, db: sqlite3.Connection, image_id: int, encoded: tuple[dict, list[float], int], *,
                            label: str, stage: int, source: str, author: str | None, model_version: str | None,

@@ -13,14 +13,14 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 from samkit.precision import PRECISIONS
 
 __all__ = ["MODEL_ENV", "PRECISIONS", "Progress", "UsageError", "box_arg", "check_out_folder", "comma_list", "count",
-           "device_arg", "everything_presets", "find_model_source", "load_segmenter", "point_arg", "positive_int",
-           "precision_dtype", "precision_dtype_name", "remove_earlier_masks", "resolve_model_source", "select_device", "source_id",
-           "unit_float"]
+           "device_arg", "everything_presets", "find_model_source", "load_segmenter", "open_project", "point_arg",
+           "positive_int", "precision_dtype", "precision_dtype_name", "project_parser", "remove_earlier_masks",
+           "resolve_model_source", "select_device", "source_id", "unit_float"]
 
 logger = logging.getLogger(__name__)
 
@@ -252,3 +252,30 @@ def remove_earlier_masks(folder: Path) -> int:
     if stale:
         logger.info("removed %d mask files of an earlier run from %s", len(stale), folder)
     return len(stale)
+
+
+# -- annotation projects (samkit project ...) ----------------------------------------------------------
+def project_parser(kinds: Any, name: str, parents: list[argparse.ArgumentParser], help: str,
+                   run: Callable[[argparse.Namespace], int] | None = None, *, description: str | None = None
+                   ) -> argparse.ArgumentParser:
+    """Add ``samkit project NAME DIR ...``: a sub-parser whose first argument is the project folder
+    (``args.project``; open it with :func:`open_project`) and which runs ``run(args)`` (when None,
+    the caller calls ``p.set_defaults(func=..., parser=p)``); the caller adds the other arguments."""
+    p = kinds.add_parser(name, parents=parents, help=help, description=description or help)
+    p.add_argument("project", metavar="DIR", help="the project folder (holding samkit_project.sqlite)")
+    if run is not None:
+        p.set_defaults(func=run, parser=p)
+    return p
+
+
+def open_project(args: argparse.Namespace) -> Any:
+    """The project of ``args.project``; a missing folder or database is a :class:`UsageError`."""
+    from samkit.engine.projects import DB_NAME, Project
+
+    folder = Path(args.project)
+    if not folder.exists():
+        raise UsageError(f"project folder {folder} does not exist; create it with `samkit project init {folder}`")
+    if folder.is_dir() and not (folder / DB_NAME).is_file():
+        raise UsageError(f"{folder} is not a samkit project (no {DB_NAME}); create one with "
+                         f"`samkit project init {folder}`")
+    return Project.open(folder)

@@ -15,28 +15,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from samkit.cli import project_stages
-from samkit.cli.common import UsageError, count
+from samkit.cli.common import UsageError, count, open_project, project_parser
 
-__all__ = ["add_commands", "open_project", "project_parser", "run_export", "run_import", "run_init", "run_status"]
-
-
-def project_parser(kinds: Any, name: str, parents: list[argparse.ArgumentParser], help: str,
-                   run: Callable[[argparse.Namespace], int] | None = None, *, description: str | None = None
-                   ) -> argparse.ArgumentParser:
-    """Add ``samkit project NAME DIR ...``: a sub-parser whose first argument is the project folder
-    (``args.project``; open it with :func:`open_project`) and which runs ``run(args)`` (when None,
-    the caller calls ``p.set_defaults(func=..., parser=p)``); the caller adds the other arguments."""
-    p = kinds.add_parser(name, parents=parents, help=help, description=description or help)
-    p.add_argument("project", metavar="DIR", help="the project folder (holding samkit_project.sqlite)")
-    if run is not None:
-        p.set_defaults(func=run, parser=p)
-    return p
-
-
-_project_parser = project_parser  # the name the stage commands' brief uses
+__all__ = ["add_commands", "run_export", "run_import", "run_init", "run_status"]
 
 
 def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -71,19 +55,6 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
     # -- stage commands (prefill, auto, retrain) are registered by samkit.cli.project_stages --
     project_stages.add_stage_commands(kinds, parents)
-
-
-def open_project(args: argparse.Namespace) -> Any:
-    """The project of ``args.project``; a missing folder or database is a :class:`UsageError`."""
-    from samkit.engine.projects import DB_NAME, Project
-
-    folder = Path(args.project)
-    if not folder.exists():
-        raise UsageError(f"project folder {folder} does not exist; create it with `samkit project init {folder}`")
-    if folder.is_dir() and not (folder / DB_NAME).is_file():
-        raise UsageError(f"{folder} is not a samkit project (no {DB_NAME}); create one with "
-                         f"`samkit project init {folder}`")
-    return Project.open(folder)
 
 
 def run_init(args: argparse.Namespace) -> int:

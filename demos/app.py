@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # `python demos/app.py`: make the sibling modules
 
 from samkit.cli.common import find_model_source as resolve_model_source  # noqa: E402
 
-from . import handlers, prompt_sources  # noqa: E402
+from . import annotate, handlers, prompt_sources  # noqa: E402
 
 h, ps = handlers, prompt_sources
 
@@ -336,7 +336,8 @@ def _gaze_tab(gr: Any, service: h.SamService) -> None:
 
 def build_app(model_source: str | None = None, *, device: str | None = None, dtype: Any = None,
               detectors: dict[str, Any] | None = None,
-              phrase_detectors: dict[str, Callable[..., Any]] | None = None) -> Any:
+              phrase_detectors: dict[str, Callable[..., Any]] | None = None, project: Any = None,
+              author: str | None = None) -> Any:
     """The demo as a ``gr.Blocks`` (not launched).
 
     Args:
@@ -348,6 +349,9 @@ def build_app(model_source: str | None = None, *, device: str | None = None, dty
             (anything :func:`samkit.adapters.base.as_prompt_source` accepts).
         phrase_detectors: ready-made detectors for the text tab, ``{name: (image, phrases) ->
             (boxes, scores, labels)}``, used with the grounded strategy.
+        project: an annotation project (a ``samkit.engine.projects.Project``, its folder or its
+            .sqlite file): adds the Annotate tab first (see :mod:`annotate`).
+        author: the Annotate tab's default annotator name (default: the login name).
 
     Returns:
         The Blocks; ``.launch()`` it. Without loadable weights it holds only a message saying so.
@@ -367,6 +371,10 @@ def build_app(model_source: str | None = None, *, device: str | None = None, dty
             return app
         gr.Markdown(f"Model `{service.source}` on `{service.segmenter.device}`.", elem_id="model-status")
         with gr.Tabs():
+            if project is not None:
+                with gr.Tab("Annotate", id="annotate"):
+                    annotate.build_tab(gr, service, annotate.open_project(project), app=app, author=author,
+                                       private=_private())
             with gr.Tab("Click to segment", id="click"):
                 _click_tab(gr, service)
             with gr.Tab("Segment everything", id="everything"):

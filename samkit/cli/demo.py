@@ -27,6 +27,10 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--web", action="store_true",
                    help="serve the static page instead: IMAGE's embedding and the ONNX decoder run in the browser "
                         "with onnxruntime-web (pip install samkit[onnx]; npm ci --prefix demos/web)")
+    p.add_argument("--project", metavar="DIR",
+                   help="an annotation project (samkit project init DIR): adds the Annotate tab; without "
+                        "--model the project's newest registered model is used")
+    p.add_argument("--author", metavar="NAME", help="the Annotate tab's default annotator name (default: login name)")
     p.add_argument("image", nargs="?", metavar="IMAGE", help="with --web: the image to segment in the page")
     p.set_defaults(func=run_demo, parser=p)
 
@@ -56,14 +60,25 @@ def load_demo_module(module: str = "app") -> Any:
 def run_demo(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UsageError(f"--port expects 1-65535, got {args.port}")
+    if args.web and (args.project or args.author):
+        raise UsageError("--project and --author go with the Gradio demo, not --web")
     if args.web:
         return run_web_demo(args)
     if args.image is not None:
         raise UsageError("IMAGE goes with --web (the Gradio demo takes images in the page)")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    project, model = None, args.model
+    if args.project is not None:
+        from samkit.engine.projects.store import Project
+
+        project = Project.open(args.project)  # a clear error when DIR is not a project
+        current = project.current_model()
+        if model is None and current is not None:
+            model = str(current.checkpoint)
     app_module = load_demo_module()
-    model = find_model_source(args.model)  # None: the page explains how to get weights
-    app = app_module.build_app(model, device=select_device(args.device), dtype=precision_dtype(args.precision))
+    model = find_model_source(model)  # None: the page explains how to get weights
+    app = app_module.build_app(model, device=select_device(args.device), dtype=precision_dtype(args.precision),
+                               project=project, author=args.author)
     if not args.quiet:
         print(f"samkit demo on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, quiet=args.quiet)

@@ -28,6 +28,8 @@ pytest.importorskip("gradio", reason="the demo needs gradio: pip install samkit[
 from test_demo_browser import ARTIFACTS, BROWSER_ARGS, BROWSER_NAMES, find_browser  # noqa: E402
 
 H, W = 120, 160
+# Generous: a loaded 2-core machine has been seen taking ~70 s for one of these waits.
+WAIT_MS = 180_000
 GREEN = (40, 180, 90)
 
 
@@ -79,10 +81,10 @@ def wait_synced(page, after: int) -> dict:
     """Wait until the editor got its value number ``after + 1`` and drew its layer at the image size."""
     page.wait_for_function("n => { const t = document.querySelector('#annotate-edits textarea');"
                            " try { return JSON.parse(t.value).syncs > n; } catch (e) { return false; } }",
-                           arg=after, timeout=60_000)
+                           arg=after, timeout=WAIT_MS)
     page.wait_for_function(f"() => {{ const lm = window.editor && window.editor.layer_manager; if (!lm) return false;"
                            f" const l = lm.layers[0]; const t = l && lm.draw_textures.get(l.container);"
-                           f" return t && t.width === {W} && t.height === {H}; }}", timeout=60_000)
+                           f" return t && t.width === {W} && t.height === {H}; }}", timeout=WAIT_MS)
     time.sleep(0.5)  # the layer's image is drawn asynchronously
     return page_state(page)
 
@@ -122,7 +124,7 @@ def near_stroke(pixels: np.ndarray, y: float, x0: float, x1: float, reach: float
 def open_tab(page, url: str) -> dict:
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_function(f"() => {{ const i = document.querySelector('#annotate-image img');"
-                           f" return i && i.complete && i.naturalWidth === {W}; }}", timeout=60_000)
+                           f" return i && i.complete && i.naturalWidth === {W}; }}", timeout=WAIT_MS)
     return wait_synced(page, 0)
 
 
@@ -163,7 +165,7 @@ def test_annotate_one_image_end_to_end(browser, app_url, tiny_checkpoint):
         page.mouse.click(5, 5)  # focus leaves the canvas; then the shortcut: a = accept
         page.keyboard.press("a")
         page.wait_for_function("() => document.querySelector('#annotate-info').innerText.includes('saved mask')",
-                               timeout=60_000)
+                               timeout=WAIT_MS)
         state = wait_synced(page, state["syncs"])
         saved = state["last_saved"]
         ARTIFACTS.mkdir(exist_ok=True)
@@ -175,11 +177,11 @@ def test_annotate_one_image_end_to_end(browser, app_url, tiny_checkpoint):
         assert other_state["brushed"]["counts"] == rle_of_nothing(other_state)  # nothing of page 1's edits
         other.locator("#annotate-accept").click()
         other.wait_for_function("() => document.querySelector('#annotate-info').innerText.includes('saved mask')",
-                                timeout=60_000)
+                                timeout=WAIT_MS)
         other_saved = wait_synced(other, other_state["syncs"])["last_saved"]
         page.keyboard.press("n")
         page.wait_for_function("n => { try { return JSON.parse(document.querySelector('#annotate-edits textarea')"
-                               ".value).image_id !== n; } catch (e) { return false; } }", arg=first, timeout=60_000)
+                               ".value).image_id !== n; } catch (e) { return false; } }", arg=first, timeout=WAIT_MS)
         second = page_state(page)["image_id"]
     finally:
         page.close()

@@ -188,7 +188,8 @@ def browser_latency(folder: Path, clicks: int) -> str:
     finally:
         server.shutdown()
         server.server_close()
-    return (f"browser (headless Chromium, onnxruntime-web wasm, 1 thread), vit_b-shaped decoder, 1024x768 image: "
+    return (f"browser (headless Chromium, onnxruntime-web wasm, 1 thread), vit_b-shaped decoder (the page's default: "
+            f"single mask; benchmarks/bench_web.py compares the variants), 1024x768 image: "
             f"median {statistics.median(latencies):.1f} ms per click over {len(latencies)} clicks "
             f"(min {min(latencies):.1f}, max {max(latencies):.1f})")
 

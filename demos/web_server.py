@@ -36,14 +36,17 @@ def check_installed(root: Path = WEB_ROOT) -> None:
                                 f"run `npm ci --prefix {root}` (Node.js and npm needed; nothing else is fetched)")
 
 
-def prepare(model: Any, image: Any, folder: str | os.PathLike, *, single_mask: bool = False) -> dict[str, Any]:
+def prepare(model: Any, image: Any, folder: str | os.PathLike, *, single_mask: bool = True) -> dict[str, Any]:
     """Export the decoder, the image's embedding and ``model.json`` into ``folder`` for the page.
 
     Args:
-        model: a samkit SAM model (its ``config`` names the shapes).
+        model: a samkit SAM model (its ``config`` names the shapes); SAM's decoder (not HQ-SAM's,
+            whose decoder also needs the encoder's early features).
         image: the image (path, array or PIL image), saved as ``image.png``.
         folder: output folder (created when absent).
-        single_mask: export Meta's single-mask decoder (the page handles both).
+        single_mask: export Meta's single-mask decoder, as Meta's demo page runs (default): it
+            upsamples one mask per click instead of four, the same mask the page picks from four
+            (Meta's rule). False: all four outputs (the page handles both).
 
     Returns:
         The ``model.json`` content.
@@ -53,6 +56,11 @@ def prepare(model: Any, image: Any, folder: str | os.PathLike, *, single_mask: b
     from samkit.export import export_decoder, write_embedding
     from samkit.transforms import to_rgb_uint8
 
+    config = getattr(model, "config", None)
+    if config is not None and config.decoder_kind != "sam":
+        raise ValueError(f"the web page runs SAM's decoder on an image embedding; this model's decoder_kind is "
+                         f"{config.decoder_kind!r} (HQ-SAM's decoder also needs the encoder's early features, "
+                         "which the page does not load); use a SAM or MobileSAM model")
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"web page data folder {folder} exists and is not a folder")
@@ -61,7 +69,6 @@ def prepare(model: Any, image: Any, folder: str | os.PathLike, *, single_mask: b
     Image.fromarray(rgb).save(folder / "image.png")
     export_decoder(model, folder / "decoder.onnx", single_mask=single_mask)
     write_embedding(model, rgb, folder / "embedding.npy")
-    config = model.config
     grid = config.embedding_size
     page = {"decoder": "decoder.onnx", "image": "image.png", "embedding": "embedding.npy",
             "image_size": config.image_size, "embedding_shape": [1, config.prompt_embed_dim, grid, grid],
@@ -86,6 +93,10 @@ class _PageHandler(SimpleHTTPRequestHandler):
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-store")
+        # Cross-origin isolation: the page may then run onnxruntime-web's multithreaded wasm
+        # (SharedArrayBuffer); every file is served from this origin, so nothing is blocked.
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:  # requests go to the debug log, not stderr

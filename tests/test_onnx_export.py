@@ -302,3 +302,111 @@ def test_export_onnx_refuses_a_file_as_folder_and_nothing_to_write(tmp_path, tin
         export_onnx(tiny_model, tmp_path / "taken")
     with pytest.raises(ValueError, match="needs decoder=True or encoder=True"):
         export_onnx(tiny_model, tmp_path / "out", decoder=False, encoder=False)
+
+
+# Every encoder family and decoder kind: tiny random MobileSAM (tiny_vit) and HQ-SAM (ViT, TinyViT) models.
+TINY_VIT_OPTIONS = dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 2), window_sizes=(4, 4, 4),
+                        num_classes=0)
+FAMILY_MODELS = {
+    "mobile_sam": dict(encoder_family="tiny_vit", encoder_options=TINY_VIT_OPTIONS),
+    "hq_vit": dict(decoder_kind="hq"),
+    "hq_tiny_vit": dict(decoder_kind="hq", encoder_family="tiny_vit", encoder_options=TINY_VIT_OPTIONS),
+}
+
+
+@pytest.fixture(scope="module", params=list(FAMILY_MODELS))
+def family_export(request, tmp_path_factory, tiny_config):
+    """(name, seeded random model, its Segmenter, folder with encoder.onnx, decoder.onnx, decoder_single.onnx)."""
+    from conftest import randomize_
+
+    from samkit.modeling import build_sam
+
+    torch.manual_seed(0)
+    model = randomize_(build_sam(tiny_config.replace(**FAMILY_MODELS[request.param])), seed=4)
+    folder = tmp_path_factory.mktemp(request.param)
+    # Each export takes seconds: hq_tiny_vit's decoder is hq_vit's graph with another early width, so
+    # only its encoder (TinyViT's early features) is exported; decoder_single only where tested.
+    export_onnx(model, folder, decoder=request.param != "hq_tiny_vit")
+    return request.param, model, Segmenter(model), folder
+
+
+def test_every_family_and_decoder_kind_exports_with_parity(family_export, images):
+    name, model, segmenter, folder = family_export
+    config, hq = model.config, model.config.decoder_kind == "hq"
+    image = images["chelsea_300x451"]
+    encoder = session(folder / "encoder.onnx")
+    x, *_ = segmenter.preprocess(image)
+    onnx_outputs = encoder.run(None, {"images": x.numpy()})
+    embedding = segmenter.encode(image)
+    reference = embedding.features.numpy()
+    assert np.abs(onnx_outputs[0] - reference).max() <= 1e-4 * np.abs(reference).max()
+    assert [o.name for o in encoder.get_outputs()] == ["image_embeddings"] + ["interm_embeddings"] * hq
+    for file in folder.glob("*.onnx"):
+        meta = read_metadata(file)
+        assert (meta["encoder_family"], meta["decoder_kind"]) == (config.encoder_family, config.decoder_kind)
+    if hq:  # (1, 1, g, g, D): the early features, channels last, as the decoder reads them
+        early = embedding.early_features.numpy()
+        assert onnx_outputs[1].shape == (1, 1, *early.shape[2:], early.shape[1])
+        assert np.abs(onnx_outputs[1][0].transpose(0, 3, 1, 2) - early).max() <= 1e-4 * np.abs(early).max()
+    if not (folder / "decoder.onnx").exists():
+        return
+    for prompt in ("one_point", "three_points", "box_and_points"):
+        points, labels, box = PROMPTS[prompt]
+        for mask_input in (None, np.random.default_rng(3).normal(0, 4, (1, 1, 32, 32)).astype(np.float32)):
+            inputs = contract_inputs(embedding, points, labels, box, mask_input)
+            if hq:  # the encoder file's second output feeds the decoder's second input
+                inputs["interm_embeddings"] = onnx_outputs[1]
+            outputs = session(folder / "decoder.onnx").run(None, inputs)
+            for multimask in (True, False) if not hq else (True,):  # HQ: one mask, paired with the best of 1..3
+                ref_masks, ref_scores, ref_low = torch_decode(segmenter, embedding, points, labels, box, mask_input,
+                                                              multimask)
+                picks = slice(None) if hq else slice(1, None) if multimask else slice(0, 1)
+                masks, scores, low_res = (output[:, picks] for output in outputs)
+                assert masks.shape == ref_masks.shape and scores.shape == ref_scores.shape
+                assert np.abs(low_res - ref_low).max() <= LOGIT_TOL
+                assert np.abs(masks - ref_masks).max() <= LOGIT_TOL
+                assert np.abs(scores - ref_scores).max() <= IOU_TOL
+
+
+def test_hq_decoder_inputs_single_mask_and_hq_token_only(family_export, tmp_path):
+    name, model, segmenter, folder = family_export
+    if name == "mobile_sam":
+        with pytest.raises(ValueError, match="hq_token_only applies to HQ-SAM decoders"):
+            export_decoder(model, tmp_path / "d.onnx", hq_token_only=True)
+        return
+    if name != "hq_vit":
+        pytest.skip("the HQ decoder graph is tested on hq_vit (same graph for every family)")
+    decoder = session(folder / "decoder.onnx")
+    assert [i.name for i in decoder.get_inputs()] == ["image_embeddings", "interm_embeddings", *DECODER_INPUTS[1:]]
+    meta = read_metadata(folder / "decoder.onnx")
+    assert (meta["hq_token_only"], meta["multimask"], meta["num_mask_outputs"]) == ("false", "true", "1")
+    path = export_decoder(model, tmp_path / "hq_only.onnx", hq_token_only=True, single_mask=True)
+    assert (read_metadata(path)["hq_token_only"], read_metadata(path)["multimask"]) == ("true", "false")
+    embedding = segmenter.encode(np.full((90, 128, 3), 120, np.uint8))
+    inputs = contract_inputs(embedding, [[60, 40]], [1], None)
+    early = embedding.early_features.numpy().transpose(0, 2, 3, 1)[None]
+    # The official ViT encoder's L = 4 early layers work too: only entry 0 is read.
+    inputs["interm_embeddings"] = np.concatenate([early, np.zeros((3, *early.shape[1:]), np.float32)])
+    masks, scores, low_res = session(path).run(None, inputs)
+    model.mask_decoder.hq_token_only = True  # the decoder's default, which Segmenter.decode uses
+    try:
+        ref_masks, ref_scores, ref_low = torch_decode(segmenter, embedding, [[60, 40]], [1], None, None, False)
+    finally:
+        model.mask_decoder.hq_token_only = False
+    assert masks.shape == ref_masks.shape == (1, 1, 90, 128)
+    assert np.abs(masks - ref_masks).max() <= LOGIT_TOL and np.abs(scores - ref_scores).max() <= IOU_TOL
+    assert np.abs(low_res - ref_low).max() <= LOGIT_TOL
+
+
+def test_a_mask_decoder_the_exporter_cannot_rebuild_is_refused(tmp_path, tiny_config):
+    from samkit.modeling import build_sam
+
+    class Custom(torch.nn.Module):  # a decoder swapped in by hand
+        def forward(self, *args):
+            raise NotImplementedError
+
+    model = build_sam(tiny_config)
+    model.mask_decoder = Custom()
+    with pytest.raises(UnsupportedExportError, match="mask decoder Custom cannot be exported to ONNX"):
+        export_decoder(model, tmp_path / "decoder.onnx")
+    assert not (tmp_path / "decoder.onnx").exists()

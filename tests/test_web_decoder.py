@@ -91,12 +91,15 @@ def test_click_mask_matches_samkit_pytorch(browser, page_server):
     point = page.evaluate("[window.samkit.state.points[0].x, window.samkit.state.points[0].y]")
     bits = np.asarray(page.evaluate("window.samkit.lastMaskBits()"), dtype=bool).reshape(image.shape[:2])
     latency = page.locator("#latency").inner_text()
+    isolated = page.evaluate("self.crossOriginIsolated")  # COOP/COEP from the server: multithreaded wasm
+    outputs = page.evaluate("window.samkit.state.lastMask.outputs")
     (ROOT / "artifacts").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "artifacts" / "web_decoder_click.png"))
     page.close()
     assert not errors
     assert abs(point[0] - (target[0] + 0.5)) <= 1 and abs(point[1] - (target[1] + 0.5)) <= 1
     assert latency.startswith("decode: ") and " ms" in latency
+    assert isolated is True and outputs == 1  # the page's default decoder: Meta's single-mask export
     segmenter = Segmenter(model)
     reference = segmenter.segment(segmenter.encode(image), points=[point], multimask=True, best_only=True).masks[0, 0]
     assert reference.any()
@@ -113,6 +116,17 @@ def test_wrong_shaped_embedding_shows_a_message(browser, page_server):
     message = page.locator("#status").inner_text()
     page.close()
     assert f"has shape (1, 16, 8, 8); this decoder expects (1, {channels}, {grid}, {grid})" in message
+
+
+def test_page_refuses_an_hq_model(tmp_path, tiny_config):
+    from samkit.cli.demo import load_demo_module
+    from samkit.modeling import build_sam
+
+    server_module = load_demo_module("web_server")
+    with pytest.raises(ValueError, match="decoder_kind is 'hq'.*early features"):
+        server_module.prepare(build_sam(tiny_config.replace(decoder_kind="hq")), np.zeros((20, 30, 3), np.uint8),
+                              tmp_path / "data")
+    assert not (tmp_path / "data").exists()
 
 
 def test_missing_npm_install_says_how_to_install(tmp_path):

@@ -12,7 +12,10 @@ import { parseNpy } from "./npy.js";
 
 const params = new URLSearchParams(location.search);
 ort.env.wasm.wasmPaths = new URL("./node_modules/onnxruntime-web/dist/", location.href).href;
-ort.env.wasm.numThreads = Number(params.get("threads") || 1); // >1 needs a cross-origin-isolated page
+// Threads: `?threads=N`, else 2 where the page is cross-origin isolated (demos/web_server.py sends
+// COOP/COEP, so SharedArrayBuffer and multithreaded wasm are available), else 1.
+const defaultThreads = self.crossOriginIsolated ? Math.min(2, navigator.hardwareConcurrency || 1) : 1;
+ort.env.wasm.numThreads = Number(params.get("threads") || defaultThreads);
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -114,7 +117,8 @@ async function decode(extraPoint) {
     state.latencies.push(elapsed);
     const sorted = [...state.latencies].sort((a, b) => a - b);
     const median = sorted[Math.floor(sorted.length / 2)];
-    $("latency").textContent = `decode: ${elapsed.toFixed(1)} ms (median ${median.toFixed(1)} ms over ${sorted.length})`;
+    $("latency").textContent = `decode: ${elapsed.toFixed(1)} ms (median ${median.toFixed(1)} ms over ` +
+      `${sorted.length}; ${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? "s" : ""})`;
     const [, K, H, W] = out.masks.dims;
     const k = chooseOutput(Array.from(out.iou_predictions.data), feeds.point_labels.dims[1]);
     const logits = out.masks.data.subarray(k * H * W, (k + 1) * H * W);

@@ -1,9 +1,10 @@
 """ONNX export for browsers and production runtimes (``pip install samkit[onnx]``).
 
 * :func:`export_decoder` - prompt encoder + mask decoder with Meta's I/O contract
-  (:mod:`samkit.export.onnx_decoder`), so Meta's ONNX clients run it unchanged;
-* :func:`export_encoder` - the image encoder, optionally with the preprocessing inside
-  (:mod:`samkit.export.onnx_encoder`);
+  (:mod:`samkit.export.onnx_decoder`), so Meta's ONNX clients run it unchanged; an HQ-SAM
+  model's decoder takes the encoder's early features too (:mod:`samkit.export.onnx_hq`);
+* :func:`export_encoder` - the image encoder of any registered family (ViT, TinyViT), optionally
+  with the preprocessing inside (:mod:`samkit.export.onnx_encoder`);
 * :func:`export_onnx` - both into one folder (``decoder.onnx``, ``encoder.onnx``);
 * :func:`quantize_onnx` - a uint8-weight copy (onnxruntime dynamic quantization);
 * :func:`write_embedding` / :func:`read_embedding` - ``.npy`` embeddings for client-side decoders;
@@ -23,8 +24,9 @@ from pathlib import Path
 from torch import nn
 
 from .embedding import read_embedding, write_embedding
-from .metadata import check_model
-from .onnx_decoder import DECODER_INPUTS, DECODER_OUTPUTS, OnnxDecoder, export_decoder
+from .metadata import check_decoder, check_model
+from .decoder_file import export_decoder
+from .onnx_decoder import DECODER_INPUTS, DECODER_OUTPUTS, OnnxDecoder
 from .onnx_encoder import OnnxEncoder, UnsupportedExportError, export_encoder
 from .onnx_graph import DEFAULT_OPSET, read_metadata
 from .quantize import quantize_onnx
@@ -49,7 +51,8 @@ def export_onnx(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
         decoder: write ``decoder.onnx``.
         encoder: write ``encoder.onnx``.
         quantize: also write ``decoder.quant.onnx`` (uint8 weights; needs ``decoder``).
-        single_mask: the decoder returns one mask per call (Meta's ``return_single_mask``).
+        single_mask: the decoder returns one mask per call (Meta's ``return_single_mask``; for
+            HQ-SAM see :func:`~samkit.export.export_decoder`).
         preprocess: the encoder takes an (H, W, 3) uint8 image (see :mod:`samkit.export.onnx_encoder`).
         opset: ONNX opset (>= 18).
 
@@ -60,7 +63,10 @@ def export_onnx(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
         raise ValueError("export_onnx needs decoder=True or encoder=True; got neither")
     if quantize and not decoder:
         raise ValueError("quantize=True quantizes the decoder; it needs decoder=True")
-    check_model(model)
+    if decoder:  # checked before anything is written
+        check_decoder(model)
+    else:
+        check_model(model)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"ONNX output folder {folder} exists and is not a folder")

@@ -8,6 +8,7 @@ key               value
 samkit_part       ``decoder`` or ``encoder``
 samkit_version    the samkit version that wrote the file
 encoder_family    the model's encoder family (:mod:`samkit.modeling.families`)
+decoder_kind      ``sam`` (SAM's mask decoder) or ``hq`` (HQ-SAM's; see :mod:`samkit.export.onnx_hq`)
 opset             the ONNX opset
 image_size        S, the side of the square model input (1024 for the paper's models)
 embedding_shape   ``[1, C, g, g]``, the encoder's output and the decoder's ``image_embeddings``
@@ -24,7 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["check_model", "model_metadata", "plain_copy"]
+__all__ = ["UnsupportedExportError", "check_decoder", "check_model", "model_metadata", "plain_copy"]
+
+
+class UnsupportedExportError(ValueError):
+    """A model (its encoder family or its mask decoder) cannot be exported to ONNX."""
 
 
 def check_model(model: Any) -> Any:
@@ -51,8 +56,32 @@ def check_model(model: Any) -> Any:
     return config
 
 
-def plain_copy(model: nn.Module) -> nn.Module:
-    """A float32 model with ``model``'s weights and the plain decoder modules (``fast_decoder=False``).
+def check_decoder(model: nn.Module) -> str:
+    """``model``'s decoder kind (``"sam"`` or ``"hq"``), checked to be a mask decoder the exporter rebuilds.
+
+    Raises:
+        UnsupportedExportError: the model's ``mask_decoder`` is not samkit's SAM or HQ decoder (a
+            module swapped in by hand), or does not match ``config.decoder_kind``.
+    """
+    from samkit.modeling.hq_decoder import MaskDecoderHQ
+    from samkit.modeling.mask_decoder import MaskDecoder
+
+    config = check_model(model)
+    decoder = model.mask_decoder
+    kind = "hq" if isinstance(decoder, MaskDecoderHQ) else "sam" if isinstance(decoder, MaskDecoder) else None
+    if kind is None:
+        raise UnsupportedExportError(
+            f"the mask decoder {type(decoder).__name__} cannot be exported to ONNX: the exporter rebuilds SAM's "
+            "MaskDecoder or HQ-SAM's MaskDecoderHQ (samkit.modeling) from the config; got another module")
+    if kind != config.decoder_kind:
+        raise UnsupportedExportError(f"the model's mask decoder is a {kind!r} decoder but its config says "
+                                     f"decoder_kind={config.decoder_kind!r}; expected them to agree")
+    return kind
+
+
+def plain_copy(model: nn.Module, *, fast_decoder: bool = False) -> nn.Module:
+    """A float32 model with ``model``'s weights and the plain decoder modules (``fast_decoder=False``),
+    or the fast ones (:mod:`samkit.modeling.fast_decoder`, the same state dict).
 
     Built on the meta device and given ``model``'s tensors (no second random initialisation,
     no copy of the image encoder's weights).
@@ -61,7 +90,7 @@ def plain_copy(model: nn.Module) -> nn.Module:
 
     config = check_model(model)
     with torch.device("meta"):
-        plain = build_sam(config, fast_decoder=False)
+        plain = build_sam(config, fast_decoder=fast_decoder)
     plain.load_state_dict(model.state_dict(), strict=True, assign=True)
     plain.prompt_encoder.float().cpu()
     plain.mask_decoder.float().cpu()
@@ -80,6 +109,7 @@ def model_metadata(model: nn.Module, *, part: str, opset: int) -> dict[str, str]
         "samkit_part": part,
         "samkit_version": samkit.__version__,
         "encoder_family": config.encoder_family,
+        "decoder_kind": config.decoder_kind,
         "opset": str(opset),
         "image_size": str(config.image_size),
         "embedding_shape": json.dumps([1, config.prompt_embed_dim, grid, grid]),

@@ -30,21 +30,18 @@ K = 4 by default, as Meta's export: output 0 is the single-mask output and outpu
 ambiguity-aware ones (samkit's ``segment(multimask=True)`` gives outputs 1-3). With
 ``single_mask=True`` (Meta's ``return_single_mask``) K = 1: output 0 when N > 2 (several
 clicks, or a box with a click), else the best-scoring of outputs 1-3.
+
+:func:`samkit.export.export_decoder` (:mod:`samkit.export.decoder_file`) writes the file.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metadata import model_metadata, plain_copy
-from .onnx_graph import DEFAULT_OPSET, to_onnx
 
-__all__ = ["DECODER_INPUTS", "DECODER_OUTPUTS", "OnnxDecoder", "decoder_example_inputs", "export_decoder"]
+__all__ = ["DECODER_INPUTS", "DECODER_OUTPUTS", "OnnxDecoder", "decoder_example_inputs"]
 
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input",
                   "orig_im_size")
@@ -93,16 +90,29 @@ class OnnxDecoder(nn.Module):
         return masks[rows, index].unsqueeze(1), scores[rows, index].unsqueeze(1)
 
     def upscale(self, low_res: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
-        """Low-res logits -> logits at ``orig_im_size``: to the padded S x S input, crop, resize."""
-        side = self.image_size
-        up = F.interpolate(low_res, size=(side, side), mode="bilinear", align_corners=False)
+        """Low-res logits -> logits at ``orig_im_size``: to the padded S x S input, crop, resize.
+
+        Equal to Meta's postprocess (upsample the (4g, 4g) logits to S x S, crop the (h, w) of the
+        resized image, resize to (H, W)) while upsampling only the low-res rows and columns the
+        crop reads: the crop's pixels sample low-res rows up to ``ceil(h / r)`` (r = S / 4g), so
+        ``ceil(h / r) + 1`` of them are upsampled by r with the same half-pixel coordinates
+        (no padding rows are interpolated for a non-square image).
+        """
+        side, low = self.image_size, low_res.shape[-1]
+        ratio = side // low
         size = orig_im_size.to(torch.float32)
         resized = torch.floor(size * (side / size.max()) + 0.5).to(torch.int64)  # transforms.preprocess_shape
+        kept = torch.clamp((resized + (ratio - 1)) // ratio + 1, max=low)  # low-res rows/cols the crop reads
         h, w = resized[0].item(), resized[1].item()
-        torch._check(h >= 1)
-        torch._check(w >= 1)
-        torch._check(h <= side)
-        torch._check(w <= side)
+        kh, kw = kept[0].item(), kept[1].item()
+        for value in (h, w, kh, kw):
+            torch._check(value >= 1)
+        for value in (h, w):
+            torch._check(value <= side)
+        for value in (kh, kw):
+            torch._check(value <= low)
+        up = F.interpolate(low_res[..., :kh, :kw], size=(kh * ratio, kw * ratio), mode="bilinear",
+                           align_corners=False)
         up = up[..., :h, :w]
         original = orig_im_size.to(torch.int64)
         height, width = original[0].item(), original[1].item()
@@ -133,36 +143,3 @@ def decoder_example_inputs(model: nn.Module, num_points: int = 2) -> tuple[torch
     labels[0, -1] = -1
     return (torch.randn(1, channels, grid, grid, generator=generator), coords, labels,
             torch.zeros(1, 1, 4 * grid, 4 * grid), torch.zeros(1), torch.tensor([0.75 * side, side]))
-
-
-def export_decoder(model: nn.Module, path: str | os.PathLike, *, single_mask: bool = False,
-                   opset: int = DEFAULT_OPSET, extra_metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s prompt encoder + mask decoder to ``path`` with Meta's contract.
-
-    The graph is built from the plain decoder modules (``build_sam(fast_decoder=False)``) with
-    ``model``'s weights, in float32, whatever ``model`` was built or cast to.
-
-    Args:
-        model: a samkit SAM model (from :func:`samkit.load_model` or :func:`samkit.modeling.build_sam`).
-        path: the ``.onnx`` file to write.
-        single_mask: Meta's ``return_single_mask`` (one mask per call).
-        opset: ONNX opset (>= 18).
-        extra_metadata: more ``metadata_props`` (e.g. the model's source).
-
-    Returns:
-        ``path``.
-
-    Example:
-        >>> from samkit.modeling import build_sam, get_config
-        >>> export_decoder(build_sam(get_config("tiny")), "decoder.onnx")  # doctest: +SKIP
-    """
-    plain = plain_copy(model)
-    wrapper = OnnxDecoder(plain, single_mask=single_mask).eval()
-    num_points = torch.export.Dim("num_points", min=1, max=1024)
-    metadata = dict(model_metadata(plain, part="decoder", opset=opset), single_mask=str(single_mask).lower(),
-                    num_mask_outputs=str(1 if single_mask else plain.mask_decoder.num_mask_tokens),
-                    **(extra_metadata or {}))
-    return to_onnx(wrapper, decoder_example_inputs(plain), path, input_names=DECODER_INPUTS,
-                   output_names=DECODER_OUTPUTS,
-                   dynamic_shapes=({}, {1: num_points}, {1: num_points}, {}, {}, {}), opset=opset,
-                   metadata=metadata)

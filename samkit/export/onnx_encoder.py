@@ -13,7 +13,9 @@ Two input contracts (S = the model's ``image_size``, C x g x g its embedding):
   for images whose long side is already S.
 
 Output: ``image_embeddings`` (1, C, g, g) float32, the
-decoder's input (:mod:`samkit.export.onnx_decoder`).
+decoder's input (:mod:`samkit.export.onnx_decoder`). An HQ-SAM model's encoder has a second
+output, ``interm_embeddings`` (1, 1, g, g, D) float32, the early features its decoder fuses
+(:mod:`samkit.export.onnx_hq`).
 
 Any registered encoder family exports if ``torch.export`` can trace its encoder; one that
 cannot fails with :class:`UnsupportedExportError` naming the family.
@@ -28,14 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metadata import check_model, model_metadata
+from .metadata import UnsupportedExportError, check_model, model_metadata
 from .onnx_graph import DEFAULT_OPSET, to_onnx
 
 __all__ = ["OnnxEncoder", "UnsupportedExportError", "export_encoder"]
-
-
-class UnsupportedExportError(ValueError):
-    """A model (its encoder family) cannot be exported to ONNX."""
 
 
 class OnnxEncoder(nn.Module):
@@ -51,6 +49,7 @@ class OnnxEncoder(nn.Module):
         self.image_encoder = model.image_encoder
         self.image_size = int(model.image_encoder.img_size)
         self.preprocess = preprocess
+        self.early_features = getattr(model, "early_features", None)  # HQ-SAM: also the early features
         self.register_buffer("pixel_mean", model.pixel_mean.detach().float().reshape(1, 3, 1, 1).clone(), False)
         self.register_buffer("pixel_std", model.pixel_std.detach().float().reshape(1, 3, 1, 1).clone(), False)
 
@@ -68,11 +67,15 @@ class OnnxEncoder(nn.Module):
         x = (x.round().clamp(0, 255) - self.pixel_mean) / self.pixel_std  # uint8 rounding, as PIL
         return F.pad(x, (0, side - w, 0, side - h))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(1, 3, S, S) normalised float32 (or (H, W, 3) uint8 with ``preprocess``) -> (1, C, g, g)."""
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(1, 3, S, S) normalised float32 (or (H, W, 3) uint8 with ``preprocess``) -> (1, C, g, g);
+        for HQ-SAM also the early features (1, 1, g, g, D), channels last."""
         if self.preprocess:
             images = self.model_input(images)
-        return self.image_encoder(images)
+        if self.early_features is None:
+            return self.image_encoder(images)
+        embeddings, early = self.early_features.run(self.image_encoder, images)
+        return embeddings, early.permute(0, 2, 3, 1).unsqueeze(0)
 
 
 def export_encoder(model: nn.Module, path: str | os.PathLike, *, preprocess: bool = False,
@@ -112,10 +115,12 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, *, preprocess: boo
             example = (torch.zeros(1, 3, side, side),)
             dynamic = None
             names = ("images",)
+        outputs = ("image_embeddings",) if wrapper.early_features is None else ("image_embeddings",
+                                                                                 "interm_embeddings")
         metadata = dict(model_metadata(model, part="encoder", opset=opset), preprocess=str(preprocess).lower(),
-                        input_name=names[0], **(extra_metadata or {}))
+                        input_name=names[0], outputs=list(outputs), **(extra_metadata or {}))
         try:
-            return to_onnx(wrapper, example, path, input_names=names, output_names=("image_embeddings",),
+            return to_onnx(wrapper, example, path, input_names=names, output_names=outputs,
                            dynamic_shapes=dynamic, opset=opset, metadata=metadata)
         except (ImportError, OSError, ValueError):
             raise

@@ -263,7 +263,8 @@ def test_unexportable_family_fails_with_a_clear_error(tmp_path, tiny_config):
     (["export", "onnx", "--out", "{dir}", "--encoder-only", "--decoder-only"], 2, "not allowed with"),
     (["export", "embedding", "{image}", "--out", "{dir}/e.txt"], 2, "expects a .npy file name"),
     (["export", "embedding", "{dir}/missing.png", "--out", "{dir}/e.npy"], 1, "image file not found"),
-], ids=["out_is_a_file", "old_opset", "quantize_encoder", "both_only", "not_npy", "missing_image"])
+    (["export", "onnx", "--out", "{dir}/o", "--hq-token-only"], 2, "--hq-token-only applies to HQ-SAM models"),
+], ids=["out_is_a_file", "old_opset", "quantize_encoder", "both_only", "not_npy", "missing_image", "hq_only_on_sam"])
 def test_export_cli_bad_input(tmp_path, checkpoint, capsys, argv, status, message):
     (tmp_path / "file").write_text("x")
     from PIL import Image

@@ -37,6 +37,8 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="also write decoder.quant.onnx with uint8 weights (onnxruntime dynamic quantization)")
     p.add_argument("--single-mask", action="store_true",
                    help="the decoder returns one mask per call (Meta's return_single_mask); default all four")
+    p.add_argument("--hq-token-only", action="store_true",
+                   help="HQ-SAM models: the decoder returns the HQ mask alone (default: HQ mask + SAM's)")
     p.add_argument("--preprocess", action="store_true",
                    help="the encoder takes an (H, W, 3) uint8 image and resizes, normalises and pads it itself")
     p.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET,
@@ -63,9 +65,12 @@ def run_export_onnx(args: argparse.Namespace) -> int:
         raise UsageError("--preprocess changes the encoder's input; it cannot go with --decoder-only")
     folder = check_out_folder(args.out)
     model = load_segmenter(args).model
+    if args.hq_token_only and getattr(model.config, "decoder_kind", None) != "hq":
+        raise UsageError(f"--hq-token-only applies to HQ-SAM models; {args.model_source} has decoder kind "
+                         f"{getattr(model.config, 'decoder_kind', None)!r}")
     written = export_onnx(model, folder, decoder=not args.encoder_only, encoder=not args.decoder_only,
                           quantize=args.quantize, single_mask=args.single_mask, preprocess=args.preprocess,
-                          opset=args.opset)
+                          opset=args.opset, hq_token_only=args.hq_token_only or None)
     if not args.quiet:
         for path in written.values():
             size = path.stat().st_size + (path.with_name(path.name + ".data").stat().st_size

@@ -42,7 +42,7 @@ QUANTIZED_DECODER_FILE = "decoder.quant.onnx"
 
 def export_onnx(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = True, encoder: bool = True,
                 quantize: bool = False, single_mask: bool = False, preprocess: bool = False,
-                opset: int = DEFAULT_OPSET) -> dict[str, Path]:
+                opset: int = DEFAULT_OPSET, hq_token_only: bool | None = None) -> dict[str, Path]:
     """Export ``model`` into ``folder``: ``decoder.onnx``, ``encoder.onnx``, ``decoder.quant.onnx``.
 
     Args:
@@ -55,6 +55,8 @@ def export_onnx(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
             HQ-SAM see :func:`~samkit.export.export_decoder`).
         preprocess: the encoder takes an (H, W, 3) uint8 image (see :mod:`samkit.export.onnx_encoder`).
         opset: ONNX opset (>= 18).
+        hq_token_only: HQ-SAM only: the decoder returns the HQ mask alone (see
+            :func:`~samkit.export.export_decoder`); None: the default.
 
     Returns:
         ``{"decoder": path, "encoder": path, "decoder_quantized": path}`` for what was written.
@@ -73,7 +75,8 @@ def export_onnx(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     if decoder:
-        written["decoder"] = export_decoder(model, folder / DECODER_FILE, single_mask=single_mask, opset=opset)
+        written["decoder"] = export_decoder(model, folder / DECODER_FILE, single_mask=single_mask, opset=opset,
+                                            hq_token_only=hq_token_only)
         if quantize:
             written["decoder_quantized"] = quantize_onnx(written["decoder"], folder / QUANTIZED_DECODER_FILE)
     if encoder:

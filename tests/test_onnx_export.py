@@ -369,14 +369,14 @@ def test_every_family_and_decoder_kind_exports_with_parity(family_export, images
                 assert np.abs(scores - ref_scores).max() <= IOU_TOL
 
 
+# The HQ decoder graph is the same for every HQ family: tested on hq_vit; mobile_sam checks the refusal.
+@pytest.mark.parametrize("family_export", ["mobile_sam", "hq_vit"], indirect=True)
 def test_hq_decoder_inputs_single_mask_and_hq_token_only(family_export, tmp_path):
     name, model, segmenter, folder = family_export
     if name == "mobile_sam":
         with pytest.raises(ValueError, match="hq_token_only applies to HQ-SAM decoders"):
             export_decoder(model, tmp_path / "d.onnx", hq_token_only=True)
         return
-    if name != "hq_vit":
-        pytest.skip("the HQ decoder graph is tested on hq_vit (same graph for every family)")
     decoder = session(folder / "decoder.onnx")
     assert [i.name for i in decoder.get_inputs()] == ["image_embeddings", "interm_embeddings", *DECODER_INPUTS[1:]]
     meta = read_metadata(folder / "decoder.onnx")

@@ -142,3 +142,11 @@ def ray_cluster():
              runtime_env={"env_vars": {"PYTHONPATH": path, "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for one test module (skips the module's browser tests when there is none)."""
+    from browsers import launched_chromium
+
+    yield from launched_chromium()

@@ -25,7 +25,7 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="the demo needs gradio: pip install samkit[demo]")
 
-from test_demo_browser import ARTIFACTS, BROWSER_ARGS, BROWSER_NAMES, find_browser  # noqa: E402
+from test_demo_browser import ARTIFACTS  # noqa: E402
 
 H, W = 120, 160
 # Generous: a loaded 2-core machine has been seen taking ~70 s for one of these waits.
@@ -37,20 +37,6 @@ def picture(seed: int) -> np.ndarray:
     image = np.full((H, W, 3), GREEN, np.uint8)
     image[30:90, 50:120] = (230, 140, 40) if seed == 0 else (60, 70, 200)
     return image
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = find_browser()
-    if executable is None:
-        pytest.skip(f"no Chromium or Chrome browser found (looked for /usr/bin/chromium and {', '.join(BROWSER_NAMES)} "
-                    "on the PATH); run scripts/install_browser.sh to install one")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="the browser test needs Playwright's Python package: pip install playwright")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=BROWSER_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

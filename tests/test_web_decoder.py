@@ -7,8 +7,6 @@ one is missing. A screenshot is saved under ``artifacts/``.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from pathlib import Path
 
@@ -20,32 +18,14 @@ pytest.importorskip("onnxscript", reason="exporting the decoder needs onnxscript
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "demos" / "web"
 TRAINED = ROOT / "samkit" / "assets" / "tiny_synthetic.pth"
-BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", "--disable-sync"]
-
-
-def find_browser() -> str | None:
-    """``$SAMKIT_TEST_BROWSER``, else /usr/bin/chromium, else a Chromium or Chrome on the PATH."""
-    candidates = [os.environ.get("SAMKIT_TEST_BROWSER"), "/usr/bin/chromium"]
-    candidates += [shutil.which(name) for name in BROWSER_NAMES]
-    return next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(browser):
+    """conftest's browser, once the page's onnxruntime-web is installed."""
     if not (WEB / "node_modules" / "onnxruntime-web" / "dist" / "ort.wasm.min.mjs").is_file():
         pytest.skip("onnxruntime-web is not installed for the page: run `npm ci --prefix demos/web`")
-    executable = find_browser()
-    if executable is None:
-        pytest.skip(f"no Chromium or Chrome browser found (looked for /usr/bin/chromium and {', '.join(BROWSER_NAMES)} "
-                    "on the PATH); run scripts/install_browser.sh to install one")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="the browser test needs Playwright's Python package: pip install playwright")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=BROWSER_ARGS)
-        yield chromium
-        chromium.close()
+    return browser
 
 
 @pytest.fixture(scope="module")

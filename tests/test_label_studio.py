@@ -520,6 +520,54 @@ def test_concurrent_webhooks_lose_nothing(project_client):
         np.testing.assert_array_equal(stored[f"label-studio:{i}"], mask)
 
 
+def _deliver_repeatedly(root: str, count: int, start, errors) -> None:
+    """One backend process's webhook handler receiving the same CREATED event ``count`` times."""
+    import time
+
+    from samkit.engine.projects import Project
+    from samkit.engine.serve.webhook import AnnotationSync
+
+    try:
+        with Project.open(root) as project:
+            add = project.add_annotation
+
+            def slow_add(*args, **kwargs):  # widens the look-up -> write window so a race shows
+                time.sleep(0.5)
+                return add(*args, **kwargs)
+
+            project.add_annotation = slow_add
+            sync = AnnotationSync(project, root=root)
+            start.wait(60)
+            for _ in range(count):
+                sync.handle("ANNOTATION_CREATED", event("ANNOTATION_CREATED", [brush_region(box_mask(10, 10, 60, 80))]),
+                            None)
+            sync.close()
+    except Exception as error:  # reported to the parent
+        errors.put(repr(error))
+
+
+def test_two_backend_processes_on_one_project_store_a_region_once(root):
+    """Label Studio retries deliveries; two backend processes get the same event at once."""
+    import multiprocessing
+
+    from samkit.engine.projects import Project
+
+    Project.init(root).close()
+    context = multiprocessing.get_context("spawn")
+    start, errors = context.Event(), context.Queue()
+    workers = [context.Process(target=_deliver_repeatedly, args=(str(root), 5, start, errors)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(120)
+    assert all(w.exitcode == 0 for w in workers) and errors.empty()
+    with Project.open(root) as project:
+        rows = project.annotations(current=False)
+        assert len(rows) == 1 and rows[0].status == "accepted"
+        np.testing.assert_array_equal(rows[0].mask(), box_mask(10, 10, 60, 80))
+
+
 def test_random_garbage_never_gets_a_500(client):
     """Seeded random edits of a good request: every answer is 200 or a 4xx with a message."""
     rng = np.random.default_rng(0)

@@ -14,15 +14,24 @@ came from a prediction):
 Which samkit annotation a Label Studio region became is kept in a small link database beside
 the project, ``label_studio_links.sqlite``. The project write comes first; a crash between it and
 the link write leaves an unlinked annotation, and a repeated delivery then finds it by content
-(same image, label, author and mask) instead of adding it twice.
+(same image, label, author and mask) instead of adding it twice. Each event is handled under an
+exclusive lock on ``label_studio_links.lock`` beside the project (``fcntl.flock``, released by
+the OS if the process dies), so several backend processes on one project apply events one at a
+time (where ``fcntl`` is missing, Windows, the lock is per process only).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
+
+try:
+    import fcntl
+except ImportError:  # Windows: the per-process lock only
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -31,11 +40,12 @@ from samkit.formats.rle import masks_to_coco_rle
 
 from .protocol import BrushConfig, PayloadError, require, resolve_image, task_image_reference
 
-__all__ = ["LINKS_NAME", "STORED_ACTIONS", "AnnotationSync", "author_of"]
+__all__ = ["LINKS_NAME", "LOCK_NAME", "STORED_ACTIONS", "AnnotationSync", "author_of"]
 
 logger = logging.getLogger(__name__)
 
 LINKS_NAME = "label_studio_links.sqlite"
+LOCK_NAME = "label_studio_links.lock"
 STORED_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 DELETED_ACTION = "ANNOTATIONS_DELETED"
 _SCHEMA = """
@@ -78,6 +88,7 @@ class AnnotationSync:
         self.root = Path(root)
         self.model_version = model_version
         self._lock = threading.Lock()  # one event at a time: links and project move together
+        self._lock_path = Path(project.root) / LOCK_NAME
         self._links = sqlite3.connect(Path(project.root) / LINKS_NAME, check_same_thread=False, isolation_level=None)
         self._links.execute("PRAGMA busy_timeout = 10000")
         self._links.executescript(_SCHEMA)
@@ -89,7 +100,7 @@ class AnnotationSync:
     # -- entry point -------------------------------------------------------------------------
     def handle(self, action: str, payload: Mapping[str, Any], config: BrushConfig | None) -> dict[str, Any]:
         """Apply one webhook event; returns counts of what changed."""
-        with self._lock:
+        with self._exclusive():
             if action == DELETED_ACTION:
                 items = require(payload, "annotations", list, "webhook")
                 ids = [_identifier(require(item, "id", (int, str), "webhook annotations[]"), "annotation id")
@@ -97,6 +108,20 @@ class AnnotationSync:
                 withdrawn = sum(self._withdraw(ls_id, keep=set(), author=None) for ls_id in ids)
                 return {"action": action, "added": 0, "edited": 0, "unchanged": 0, "withdrawn": withdrawn}
             return self._sync(action, payload, config)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """This thread alone in this process, and this process alone among those on the project."""
+        with self._lock:
+            if fcntl is None:
+                yield
+                return
+            with open(self._lock_path, "a+b") as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     # -- one annotation ------------------------------------------------------------------------
     def _sync(self, action: str, payload: Mapping[str, Any], config: BrushConfig | None) -> dict[str, Any]:

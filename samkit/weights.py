@@ -245,17 +245,25 @@ def _normalize(obj: Any, *, origin: str) -> ResolvedWeights:
 
 
 def _unambiguous_config(state_dict: Mapping[str, Any], origin: str) -> SamConfig:
-    """infer_config, refusing weights whose decoder head count no shape fixes.
+    """infer_config for load_model (``state_dict`` already in Meta's naming), refusing weights whose
+    decoder head count no shape fixes.
 
     Every official SAM family has a 256-wide decoder with 8 heads; for another width the head
     count is a guess, and a wrong guess loads without error into a different model."""
-    found = infer_fields(_normalize(state_dict, origin=origin).state_dict)
+    found = infer_fields(state_dict)
     if found["prompt_embed_dim"] != 256:
         raise CheckpointError(
             f"{origin}: the decoder is {found['prompt_embed_dim']} wide (official SAM models are 256 wide, 8 heads) "
             "and its head count is not stored in the weights; pass config= (a SamConfig or variant name), or "
             "save the model with samkit.save_checkpoint, which stores its config")
-    return infer_config(state_dict)
+    return _config_from_fields(found)
+
+
+def _config_from_fields(found: Mapping[str, Any], **overrides: Any) -> SamConfig:
+    try:
+        return SamConfig(**dict(found, **overrides))
+    except ValueError as error:
+        raise CheckpointError(f"the tensors imply an invalid architecture: {error}") from None
 
 
 def infer_config(state_dict: Mapping[str, Any], **overrides: Any) -> SamConfig:
@@ -284,10 +292,7 @@ def infer_config(state_dict: Mapping[str, Any], **overrides: Any) -> SamConfig:
         logger.warning("decoder head count is not stored in the weights; assuming %d for width %d (pass config= "
                        "or save with save_checkpoint, which stores the config)", found["decoder_num_heads"],
                        found["prompt_embed_dim"])
-    try:
-        return SamConfig(**dict(found, **overrides))
-    except ValueError as error:
-        raise CheckpointError(f"the tensors imply an invalid architecture: {error}") from None
+    return _config_from_fields(found, **overrides)
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,

@@ -41,6 +41,24 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def reference_predict(predictor, points=None, labels=None, boxes=None, mask_input=None, multimask=True, **extra):
+    """An official ``SamPredictor.predict_torch`` (segment_anything, mobile_sam, segment_anything_hq)
+    on N prompts in original pixels: numpy (full-size logits, IoU scores, low-res logits).
+    ``extra``: the package's own keywords, e.g. HQ-SAM's ``hq_token_only``."""
+    t, size = predictor.transform, predictor.original_size
+    kw = dict(point_coords=None, point_labels=None, boxes=None, mask_input=None)
+    if points is not None:
+        kw["point_coords"] = torch.as_tensor(t.apply_coords(np.asarray(points, np.float64), size), dtype=torch.float)
+        kw["point_labels"] = torch.as_tensor(np.asarray(labels), dtype=torch.int)
+    if boxes is not None:
+        kw["boxes"] = torch.as_tensor(t.apply_boxes(np.asarray(boxes, np.float64), size), dtype=torch.float)
+    if mask_input is not None:
+        kw["mask_input"] = torch.as_tensor(mask_input, dtype=torch.float)
+    with torch.no_grad():
+        full, iou, low = predictor.predict_torch(multimask_output=multimask, return_logits=True, **kw, **extra)
+    return full.numpy(), iou.numpy(), low.numpy()
+
+
 def build_reference(config) -> torch.nn.Module:
     """Meta's ``segment_anything`` Sam with the architecture of a samkit SamConfig."""
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import randomize_
+from conftest import randomize_, reference_predict
 
 import samkit
 from samkit.errors import CheckpointError
@@ -55,22 +55,6 @@ def official_pair(registry, name: str, path, seed: int = 0):
     ref.eval()  # TinyViT caches its attention biases when switched to eval: after the weights change
     torch.save(ref.state_dict(), path)
     return ref, samkit.load_model(path)
-
-
-def reference_predict(predictor, points=None, labels=None, boxes=None, mask_input=None, multimask=True, **extra):
-    """The official predictor's predict_torch on prompts in original pixels: (full logits, scores, low-res)."""
-    t, size = predictor.transform, predictor.original_size
-    kw = dict(point_coords=None, point_labels=None, boxes=None, mask_input=None)
-    if points is not None:
-        kw["point_coords"] = torch.as_tensor(t.apply_coords(np.asarray(points, np.float64), size), dtype=torch.float)
-        kw["point_labels"] = torch.as_tensor(np.asarray(labels), dtype=torch.int)
-    if boxes is not None:
-        kw["boxes"] = torch.as_tensor(t.apply_boxes(np.asarray(boxes, np.float64), size), dtype=torch.float)
-    if mask_input is not None:
-        kw["mask_input"] = torch.as_tensor(mask_input, dtype=torch.float)
-    with torch.no_grad():
-        full, iou, low = predictor.predict_torch(multimask_output=multimask, return_logits=True, **kw, **extra)
-    return full.numpy(), iou.numpy(), low.numpy()
 
 
 def compare(out, full, iou, low) -> dict:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import build_reference, random_state_dict
+from conftest import build_reference, random_state_dict, reference_predict
 
 import samkit
 from samkit.modeling import build_sam, get_config
@@ -33,23 +32,6 @@ def make_pair(config, seed=0):
 @pytest.fixture(scope="module")
 def tiny_pair():
     return make_pair(get_config("tiny"))
-
-
-def reference_predict(predictor, points=None, labels=None, boxes=None, mask_input=None, multimask=True):
-    """Run SamPredictor.predict_torch on N prompts given in original pixels; numpy outputs."""
-    t = predictor.transform
-    size = predictor.original_size
-    kw = dict(point_coords=None, point_labels=None, boxes=None, mask_input=None)
-    if points is not None:
-        kw["point_coords"] = torch.as_tensor(t.apply_coords(np.asarray(points, np.float64), size), dtype=torch.float)
-        kw["point_labels"] = torch.as_tensor(np.asarray(labels), dtype=torch.int)
-    if boxes is not None:
-        kw["boxes"] = torch.as_tensor(t.apply_boxes(np.asarray(boxes, np.float64), size), dtype=torch.float)
-    if mask_input is not None:
-        kw["mask_input"] = torch.as_tensor(mask_input, dtype=torch.float)
-    with torch.no_grad():
-        logits_full, iou, low = predictor.predict_torch(multimask_output=multimask, return_logits=True, **kw)
-    return logits_full.numpy(), iou.numpy(), low.numpy()
 
 
 def compare(out, ref_full, ref_iou, ref_low, report):

@@ -2,7 +2,7 @@
 
 In: :func:`list_image_files` (files and folders), :func:`probe_image` (decode once: size after
 EXIF rotation and a content hash, or a ``ValueError`` naming the problem), :func:`read_coco` (a
-COCO instances file: images with their masks; polygons are rasterised by pycocotools).
+COCO instances file: images with their masks, read by :mod:`samkit.formats.coco_read`).
 
 Out: :func:`export_project` writes ``"coco"`` (one COCO instances JSON through
 :mod:`samkit.formats.coco`: categories are the labels in sorted order, ``file_name`` relative
@@ -18,7 +18,6 @@ so the store imports it and not the other way round.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from samkit.formats.coco import category_of, coco_dataset, normalize_categories, write_coco_json
+from samkit.formats.coco_read import CocoAnnotation, load_coco_json, parse_coco_instances
 from samkit.formats.rle import to_coco_rle
 from samkit.formats.sa1b import write_sa1b_json
 
@@ -107,60 +107,40 @@ class CocoEntry:
     annotations: list[tuple[str, dict]] = field(default_factory=list)
 
 
-def _segmentation_rle(segmentation: Any, height: int | None, width: int | None, where: str) -> dict:
-    if isinstance(segmentation, dict):
-        return to_coco_rle(segmentation)
-    if isinstance(segmentation, list):  # polygons [[x0, y0, x1, y1, ...], ...]
-        if height is None or width is None:
-            raise ValueError(f"{where}: polygon segmentations need the image's height and width in the COCO file")
-        try:
-            from pycocotools import mask as mask_utils
-        except ImportError:
-            raise ImportError("polygon annotations are rasterised by pycocotools: pip install samkit[eval]") from None
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-        return to_coco_rle({"size": [int(v) for v in rle["size"]], "counts": rle["counts"]})
-    raise ValueError(f"{where}: segmentation must be an RLE dict or a list of polygons, "
-                     f"got {type(segmentation).__name__}")
+def _stored_rle(annotation: CocoAnnotation, entry: CocoEntry) -> dict:
+    """The annotation's mask as COCO RLE (polygons rasterised at the size the file states)."""
+    if isinstance(annotation.segmentation, dict):
+        return to_coco_rle(annotation.segmentation)
+    if entry.height is None or entry.width is None:
+        raise ValueError(f"{annotation.where}: polygon segmentations need the image's height and width in the "
+                         "COCO file")
+    return to_coco_rle(annotation.mask(entry.height, entry.width))
 
 
 def read_coco(coco_json: str | os.PathLike, *, images_root: str | os.PathLike | None = None) -> list[CocoEntry]:
     """Read a COCO instances file into one :class:`CocoEntry` per image (``file_name`` resolved
-    against ``images_root``, default the JSON's folder). Labels are the category names.
+    against ``images_root``, default the JSON's folder). Labels are the category names
+    (``"object"`` when the file lists no categories).
+
+    The file is checked by :func:`samkit.formats.coco_read.parse_coco_instances`; each image
+    also needs a ``file_name``, and images with polygon annotations their ``height`` and ``width``.
 
     Raises:
         FileNotFoundError, ValueError: the file is missing, not JSON, or not COCO instances
         (the message names the first bad entry).
     """
-    path = Path(coco_json)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not a JSON file: {error}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{path} is not a COCO instances file: expected an object with an 'images' list")
-    root = Path(images_root) if images_root is not None else path.parent
-    names = {c["id"]: str(c["name"]) for c in normalize_categories(data.get("categories") or [])}
+    data, name = load_coco_json(coco_json)
+    coco = parse_coco_instances(data, name=name)
+    root = Path(images_root) if images_root is not None else Path(name).parent
+    names = {c["id"]: str(c["name"]) for c in coco.categories}
     entries: dict[Any, CocoEntry] = {}
-    for i, image in enumerate(data["images"]):
-        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
-            raise ValueError(f"{path}: images[{i}] needs 'id' and 'file_name', got {image!r:.200}")
-        entries[image["id"]] = CocoEntry((root / image["file_name"]).resolve(), image.get("width"),
-                                         image.get("height"))
-    for i, annotation in enumerate(data.get("annotations") or []):
-        where = f"{path}: annotations[{i}]"
-        if not isinstance(annotation, dict) or "segmentation" not in annotation:
-            raise ValueError(f"{where} needs a 'segmentation', got {annotation!r:.200}")
-        entry = entries.get(annotation.get("image_id"))
-        if entry is None:
-            raise ValueError(f"{where} names image {annotation.get('image_id')!r}, which is not among the images")
-        category = annotation.get("category_id")
-        if names and category not in names:
-            raise ValueError(f"{where} names category {category!r}; categories are {sorted(names)}")
-        label = names.get(category, "object")
-        entry.annotations.append((label, _segmentation_rle(annotation["segmentation"], entry.height, entry.width,
-                                                           where)))
+    for i, image in enumerate(coco.images):
+        if image.file_name is None:
+            raise ValueError(f"{name}: images[{i}] needs a 'file_name', got {image.raw!r:.200}")
+        entries[image.id] = CocoEntry((root / image.file_name).resolve(), image.width, image.height)
+    for annotation in coco.annotations:
+        entry = entries[annotation.image_id]
+        entry.annotations.append((names.get(annotation.category_id, "object"), _stored_rle(annotation, entry)))
     return list(entries.values())
 
 

@@ -5,24 +5,27 @@ A dataset lists its images (COCO image dicts with ``id``) and loads one at a tim
 :mod:`samkit.eval` read only :attr:`CocoDataset.images`, :meth:`CocoDataset.load` and, for the
 pycocotools protocols, :meth:`CocoDataset.coco_dict`.
 
-**What is read.** ``images`` entries need ``id``, and ``file_name`` (LVIS-style entries without
-it use the last part of ``coco_url``); ``height``/``width`` are checked against the file when
-given. ``annotations`` need ``image_id`` and ``segmentation``: polygons (a list of
+**What is read.** The JSON is read and checked by :mod:`samkit.formats.coco_read` (its
+docstring lists the checks). ``images`` entries need ``id``, and ``file_name`` (LVIS-style
+entries without it use the last part of ``coco_url``); ``height``/``width`` are checked against
+the file when given. ``annotations`` need ``image_id`` and ``segmentation``: polygons (a list of
 ``[x0, y0, x1, y1, ...]`` lists, pixel-edge coordinates; rasterised by pycocotools exactly as
 COCOeval does) or RLE (compressed or uncompressed counts, ``size`` = [H, W] of the image).
 ``iscrowd`` regions (missing means 0, as in LVIS) are kept for COCOeval, which ignores
 detections on them, and are not prompted or scored by the point protocol. ``area`` defaults to
-the mask's pixel count. ``categories`` may carry LVIS's ``frequency`` (``"r"``, ``"c"``, ``"f"``).
+the mask's pixel count, ``category_id`` to 1 (category ids are not checked against the list).
+``categories`` may carry LVIS's ``frequency`` (``"r"``, ``"c"``, ``"f"``).
 
-**Bad input** never ends a run: an annotation naming an image that is not listed, an image
-file that is missing or unreadable, a size that differs from the JSON, or a segmentation that
-cannot be decoded or has the wrong size marks that image as failed with a message naming its
-id (:attr:`CocoDataset.problems`, and :meth:`load` raises :class:`SampleError`); the protocols
-record it in ``per_image`` and go on. A JSON without images is a ``ValueError``.
+**Bad input** never ends a run: an annotation naming an image that is not listed is left out
+with a warning (:attr:`CocoDataset.warnings`); an annotation the reader rejects (no or a
+malformed segmentation, a bad field), an image file that is missing or unreadable, a size that
+differs from the JSON, or a segmentation that does not fit the image marks that image as
+failed with a message naming its id (:attr:`CocoDataset.problems`, and :meth:`load` raises
+:class:`SampleError`); the protocols record it in ``per_image`` and go on. A JSON without
+images, or with a bad top level, image or category entry, is a ``ValueError``.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from samkit.formats.rle import rle_to_mask
+from samkit.formats.coco_read import CocoAnnotation, load_coco_json, parse_coco_instances, segmentation_to_mask
 
 __all__ = ["ArrayDataset", "CocoDataset", "EvalObject", "EvalSample", "SampleError", "write_coco_folder"]
 
@@ -92,27 +95,6 @@ class EvalSample:
         return np.asarray(keep, dtype=np.int64)
 
 
-def _decode(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """bool (H, W) mask of a COCO polygon list or RLE dict (ValueError when it does not fit)."""
-    if isinstance(segmentation, Mapping):
-        if "counts" not in segmentation or "size" not in segmentation:
-            raise ValueError(f"an RLE needs 'counts' and 'size', got keys {sorted(segmentation)}")
-        size = [int(v) for v in segmentation["size"]]
-        if size != [height, width]:
-            raise ValueError(f"RLE size {size} differs from the image's [H, W] = {[height, width]}")
-        return rle_to_mask(dict(segmentation))
-    if isinstance(segmentation, (list, tuple)) and all(isinstance(p, (list, tuple)) for p in segmentation):
-        if any(len(p) < 6 or len(p) % 2 for p in segmentation):
-            raise ValueError("a polygon needs an even number (>= 6) of coordinates [x0, y0, x1, y1, ...]")
-        try:
-            from pycocotools import mask as mask_utils
-        except ImportError:
-            raise ImportError("polygon annotations are rasterised by pycocotools: pip install samkit[eval]") from None
-        rles = mask_utils.frPyObjects([[float(v) for v in p] for p in segmentation], height, width)
-        return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
-    raise ValueError(f"segmentation must be a list of polygons or an RLE dict, got {type(segmentation).__name__}")
-
-
 class CocoDataset:
     """A COCO (or LVIS) instances JSON and the folder of its images.
 
@@ -136,51 +118,30 @@ class CocoDataset:
 
     def __init__(self, annotations: str | os.PathLike | Mapping[str, Any], images: str | os.PathLike | None = None,
                  *, max_images: int | None = None) -> None:
-        if isinstance(annotations, Mapping):
-            data, self.name, folder = dict(annotations), "", Path(".")
-        else:
-            path = Path(annotations)
-            if not path.is_file():
-                raise FileNotFoundError(f"dataset annotations not found: {path}")
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise ValueError(f"{path} is not a COCO instances JSON: {error}") from None
-            self.name, folder = str(path), path.parent
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-                or not isinstance(data.get("annotations", []), list):
-            raise ValueError(f"a COCO instances JSON is a dict with lists 'images' and 'annotations', got "
-                             f"{type(data).__name__}{' with keys ' + str(sorted(data)) if isinstance(data, dict) else ''}")
-        self.folder = Path(images) if images is not None else folder
+        data, self.name = load_coco_json(annotations)
+        coco = parse_coco_instances(data, name=self.name, errors="collect", check_categories=False)
+        self.folder = Path(images) if images is not None else Path(self.name).parent if self.name else Path(".")
         self.problems: dict[Any, str] = {}
         self.warnings: list[str] = []
-        self.images: list[dict[str, Any]] = []
-        for i, image in enumerate(data["images"]):
-            if not isinstance(image, dict) or "id" not in image:
-                raise ValueError(f"images[{i}] must be a dict with an 'id', got {image!r:.80}")
-            self.images.append(dict(image))
-        if max_images is not None:
-            if max_images < 1:
-                raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
-            self.images = self.images[:max_images]
-        if not self.images:
+        if max_images is not None and max_images < 1:
+            raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
+        kept = coco.images[:max_images]
+        if not kept:
             raise ValueError(f"the dataset {self.name or '(dict)'} lists no images; nothing to evaluate")
-        ids = [image["id"] for image in self.images]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"image ids must differ, got duplicates in {self.name or 'the dataset'}")
-        self.categories = [dict(c) for c in data.get("categories", [])]
-        self._by_image: dict[Any, list[dict[str, Any]]] = {i: [] for i in ids}
-        listed = {image["id"] for image in data["images"] if isinstance(image, dict)}
-        for j, ann in enumerate(data.get("annotations", [])):
-            image_id = ann.get("image_id") if isinstance(ann, dict) else None
-            if image_id in self._by_image:
-                if "segmentation" not in ann:
-                    self.problems.setdefault(image_id, f"annotation {ann.get('id', j)!r} has no 'segmentation'")
-                self._by_image[image_id].append(ann)
-            elif image_id not in listed:
-                ann_id = ann.get("id", j) if isinstance(ann, dict) else j
-                self.warnings.append(f"annotation {ann_id!r} names image {image_id!r}, which the dataset does not "
-                                     "list; it is left out")
+        self.images: list[dict[str, Any]] = [dict(image.raw) for image in kept]
+        self.categories = [dict(c) for c in coco.categories]
+        self._by_image: dict[Any, list[dict[str, Any]]] = {image.id: [] for image in kept}
+        self._parsed: dict[Any, list[CocoAnnotation]] = {image.id: [] for image in kept}
+        for item in sorted([*coco.annotations, *coco.rejected], key=lambda item: item.index):
+            if item.image_id not in self._by_image:  # an unlisted image, or one past max_images
+                if item.image_id is None:
+                    self.warnings.append(f"{item}; it is left out")
+                continue
+            self._by_image[item.image_id].append(item.raw)
+            if isinstance(item, CocoAnnotation):
+                self._parsed[item.image_id].append(item)
+            else:
+                self.problems.setdefault(item.image_id, str(item))
 
     def __len__(self) -> int:
         return len(self.images)
@@ -218,14 +179,15 @@ class CocoDataset:
             raise SampleError(image_id, f"the file {name} is {h}x{w} (H x W), the JSON says "
                                         f"{expected[0]}x{expected[1]}")
         masks, objects = [], []
-        for j, ann in enumerate(self._by_image[image_id]):
+        for j, ann in enumerate(self._parsed[image_id]):
+            annotation_id = j if ann.id is None else ann.id
             try:
-                mask = _decode(ann["segmentation"], h, w)
-            except (ValueError, TypeError, KeyError) as error:
-                raise SampleError(image_id, f"annotation {ann.get('id', j)!r}: {error}") from None
+                mask = segmentation_to_mask(ann.segmentation, h, w)
+            except ValueError as error:
+                raise SampleError(image_id, f"annotation {annotation_id!r}: {error}") from None
             masks.append(mask)
-            objects.append(EvalObject(ann.get("id", j), int(ann.get("category_id", 1)),
-                                      float(ann.get("area", mask.sum())), bool(ann.get("iscrowd", 0))))
+            objects.append(EvalObject(annotation_id, 1 if ann.category_id is None else ann.category_id,
+                                      float(mask.sum()) if ann.area is None else ann.area, ann.iscrowd))
         stacked = np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool)
         return EvalSample(image_id, image, stacked, objects, name)
 
@@ -234,7 +196,8 @@ class CocoDataset:
 
         Annotations get ``iscrowd`` (default 0), ``id`` (default: position, from 1) and
         ``area`` where missing; images keep their fields (``height``/``width`` are needed for
-        polygons and are taken from the file when missing).
+        polygons and are taken from the file when missing). Annotations the reader rejected are
+        left out.
         """
         wanted = set(self._by_image) if image_ids is None else set(image_ids)
         images, annotations = [], []
@@ -250,12 +213,13 @@ class CocoDataset:
                 with Image.open(self.folder / self.file_name(info)) as im:
                     info["width"], info["height"] = im.size
             images.append(info)
-            for ann in self._by_image[info["id"]]:
-                ann = dict(ann, iscrowd=int(ann.get("iscrowd", 0)), category_id=int(ann.get("category_id", 1)))
+            for parsed in self._parsed[info["id"]]:
+                ann = dict(parsed.raw, iscrowd=int(parsed.iscrowd),
+                           category_id=1 if parsed.category_id is None else parsed.category_id)
                 if not isinstance(ann.get("id"), int):
                     ann["id"], next_id = next_id, next_id + 1
                 if "area" not in ann:
-                    ann["area"] = float(_decode(ann["segmentation"], info["height"], info["width"]).sum())
+                    ann["area"] = float(segmentation_to_mask(parsed.segmentation, info["height"], info["width"]).sum())
                 annotations.append(ann)
         categories = self.categories or [{"id": 1, "name": "object"}]
         return {"images": images, "annotations": annotations, "categories": categories}

@@ -6,6 +6,7 @@ module             format
 :mod:`.rle`        COCO run-length encoding (both counts forms), boxes
 :mod:`.polygons`   mask borders as polygons (rings of pixel corners)
 :mod:`.coco`       COCO instances (annotations, datasets) and results, with the one category rule
+:mod:`.coco_read`  reading COCO instances: the one validating parser and segmentation decoder
 :mod:`.sa1b`       SA-1B per-image JSON
 :mod:`.yolo_seg`   YOLO segmentation label files
 :mod:`.png`        mask PNGs and zips of them
@@ -26,6 +27,16 @@ from samkit.formats.coco import (
     coco_results,
     normalize_categories,
     write_coco_json,
+)
+from samkit.formats.coco_read import (
+    CocoAnnotation,
+    CocoAnnotationError,
+    CocoImage,
+    CocoInstancesFile,
+    load_coco_json,
+    parse_coco_instances,
+    read_coco_instances,
+    segmentation_to_mask,
 )
 from samkit.formats.jsonable import json_default, to_python
 from samkit.formats.label_studio import (
@@ -55,6 +66,8 @@ from samkit.formats.yolo_seg import read_yolo_seg, write_yolo_seg, yolo_seg_line
 
 __all__ = [
     "category_of", "coco_annotations", "coco_dataset", "coco_results", "normalize_categories", "write_coco_json",
+    "CocoAnnotation", "CocoAnnotationError", "CocoImage", "CocoInstancesFile", "load_coco_json", "parse_coco_instances",
+    "read_coco_instances", "segmentation_to_mask",
     "json_default", "to_python",
     "brush_result", "brush_rle_to_mask", "decode_brush_values", "encode_brush_values", "keypoint_to_pixels",
     "mask_to_brush_rle", "rectangle_to_pixels",

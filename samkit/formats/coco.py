@@ -15,8 +15,10 @@ with :func:`coco_annotations`, so one rule decides each mask's category.
 
 With a category list, the id found in 1, 3 or 4 must be one of the list's ids, and a mask whose
 meta has a label must get its category from 1 to 3 (a label that names no category never falls
-back to a default). Without a list, labels are not read. Anything else is a ``ValueError`` naming the mask, its label and class id,
-and the categories.
+back to a default). Without a list, labels are not read. Anything else is a ``ValueError``
+naming the mask, its label and class id, and the categories.
+
+Reading COCO instances back is :mod:`samkit.formats.coco_read`.
 
 Annotations hold ``id``, ``image_id``, ``category_id``, ``segmentation`` (compressed RLE with
 ``str`` counts), ``area`` (pixels), ``bbox`` (XYWH as ``pycocotools.mask.toBbox``: pixel edges),

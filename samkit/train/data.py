@@ -16,7 +16,6 @@ computed from those masks downsampled to the low-resolution logits size (see
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from samkit.formats.coco_read import load_coco_json, parse_coco_instances, segmentation_to_mask
 from samkit.transforms import load_image, normalize_and_pad, resize_longest_side, to_rgb_uint8
 
 from .geometry import polygon_mask
@@ -145,40 +145,29 @@ def prepare_batch(items: Sequence[tuple[np.ndarray, np.ndarray]], *, image_size:
 # --------------------------------------------------------------------------- COCO
 
 
-def coco_segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """Rasterise one COCO ``segmentation`` (polygon list, uncompressed or compressed RLE).
+def _without_short_polygons(segmentation: Any) -> Any:
+    """A polygon list without its polygons of fewer than 3 points (anything else unchanged)."""
+    if isinstance(segmentation, (list, tuple)):
+        return [p for p in segmentation if not (isinstance(p, (list, tuple)) and len(p) < 6)]
+    return segmentation
 
-    Polygons use pycocotools when it is installed (COCO's exact rasterisation), else
-    :func:`samkit.train.geometry.polygon_mask` (pixel centres, even-odd; may differ from
-    pycocotools on boundary pixels). RLE is decoded with :mod:`samkit.rle`.
+
+def coco_segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """Rasterise one COCO ``segmentation`` (polygon list, uncompressed or compressed RLE) with
+    :func:`samkit.formats.coco_read.segmentation_to_mask`.
+
+    Polygons of fewer than 3 points are dropped. Polygons use pycocotools when it is installed
+    (COCO's exact rasterisation), else :func:`samkit.train.geometry.polygon_mask` (pixel centres,
+    even-odd; may differ from pycocotools on boundary pixels).
 
     Returns:
         bool (height, width).
     """
-    from samkit.rle import rle_to_mask
-
-    if isinstance(segmentation, dict):
-        if list(segmentation.get("size", [])) != [height, width]:
-            raise ValueError(f"RLE size must be [{height}, {width}] (the image's), got {segmentation.get('size')}")
-        return rle_to_mask(segmentation)
-    if not isinstance(segmentation, (list, tuple)):
-        raise ValueError(f"segmentation must be a polygon list or an RLE dict, got {type(segmentation).__name__}")
-    polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in segmentation if len(p) >= 6]
-    try:
-        from pycocotools import mask as coco_mask
-    except ImportError:
-        coco_mask = None
-    if coco_mask is not None and polygons:
-        rles = coco_mask.frPyObjects([p.ravel().tolist() for p in polygons], height, width)
-        return coco_mask.decode(coco_mask.merge(rles)).astype(bool)
-    out = np.zeros((height, width), dtype=bool)
-    for p in polygons:
-        out |= polygon_mask(p, height, width)
-    return out
+    return segmentation_to_mask(_without_short_polygons(segmentation), height, width, polygon_fallback=polygon_mask)
 
 
 class CocoInstances:
-    """Instances of a COCO-format annotation file.
+    """Instances of a COCO-format annotation file, read by :mod:`samkit.formats.coco_read`.
 
     Args:
         annotation_file: the JSON file (``images``, ``annotations``).
@@ -187,23 +176,31 @@ class CocoInstances:
         min_area: annotations with a smaller ``area`` (pixels) are skipped.
         skip_empty: drop images left without annotations.
 
-    Items are ``(image (H, W, 3) uint8, masks (M, H, W) bool)``, images read on access.
+    Annotations naming an image that is not listed are skipped; polygons of fewer than 3 points
+    are dropped (as :func:`coco_segmentation_to_mask`); any other bad annotation is a
+    ``ValueError`` naming the file and the annotation. Items are ``(image (H, W, 3) uint8,
+    masks (M, H, W) bool)``, images read on access.
     """
 
     def __init__(self, annotation_file: str | os.PathLike, image_dir: str | os.PathLike, *,
                  include_crowd: bool = False, min_area: float = 0.0, skip_empty: bool = True) -> None:
         self.image_dir = Path(image_dir)
-        data = json.loads(Path(annotation_file).read_text())
-        if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        data, name = load_coco_json(annotation_file)
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+                or not isinstance(data.get("annotations"), list):
             raise ValueError(f"{annotation_file}: expected a COCO JSON object with 'images' and 'annotations'")
-        self.images = {img["id"]: img for img in data["images"]}
-        self.annotations: dict[Any, list[dict]] = {i: [] for i in self.images}
         for ann in data["annotations"]:
-            if ann.get("iscrowd", 0) and not include_crowd:
-                continue
-            if ann.get("area", np.inf) < min_area or ann["image_id"] not in self.annotations:
-                continue
-            self.annotations[ann["image_id"]].append(ann)
+            if isinstance(ann, dict) and "segmentation" in ann:
+                ann["segmentation"] = _without_short_polygons(ann["segmentation"])
+        coco = parse_coco_instances(data, name=name, errors="collect", check_categories=False)
+        bad = next((error for error in coco.rejected if error.image_id is not None), None)
+        if bad is not None:
+            raise bad
+        self.images = {image.id: image.raw for image in coco.images}
+        self._instances = {image_id: [a for a in anns if (include_crowd or not a.iscrowd)
+                                      and (np.inf if a.area is None else a.area) >= min_area]
+                           for image_id, anns in coco.by_image().items()}
+        self.annotations: dict[Any, list[dict]] = {i: [a.raw for a in anns] for i, anns in self._instances.items()}
         self.ids = [i for i in self.images if self.annotations[i] or not skip_empty]
 
     def __len__(self) -> int:
@@ -216,7 +213,7 @@ class CocoInstances:
         if (info.get("height", h), info.get("width", w)) != (h, w):
             raise ValueError(f"{info['file_name']}: the annotation says {info.get('height')}x{info.get('width')}, "
                              f"the file is {h}x{w}")
-        masks = [coco_segmentation_to_mask(a["segmentation"], h, w) for a in self.annotations[info["id"]]]
+        masks = [a.mask(h, w, polygon_fallback=polygon_mask) for a in self._instances[info["id"]]]
         return image, (np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool))
 
 

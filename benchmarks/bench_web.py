@@ -7,20 +7,25 @@ processes on a shared machine falls on all of them alike; medians of the interle
 
 * ``before``: the page as first written: plain decoder modules, Meta's postprocess in the graph
   (4 masks upsampled to S x S, cropped, resized), all 4 outputs, 1 wasm thread;
-* ``fast+crop``: the fast decoder modules (absorbed projections) and the crop done before
-  the upsample (only the rows/cols the crop reads), 4 outputs, 1 thread;
-* ``single``: that with Meta's single-mask output (one mask upsampled), 1 thread (the page's
-  default file);
+* ``single, stop 22``: the page's default file as of stop 22: fast decoder modules (absorbed
+  projections), the crop before the upsample, Meta's single-mask output, but the upscaling
+  traced in row blocks (four ScatterElements) and Add + LayerNormalization pairs that
+  onnxruntime fuses into SkipLayerNormalization; 1 thread;
+* ``single``: the default file now (:func:`samkit.export.export_decoder`): batched upscaling and
+  ``Sum`` before each LayerNormalization; 1 thread;
 * ``single uint8``: the same, uint8 weights (``quantize_onnx``), 1 thread;
 * ``single, 2 threads``: the default file with multithreaded wasm (the server sends COOP/COEP).
 
-Also onnxruntime (native, CPU, 1 thread) on each file, for scale; and the max |diff| of every
-file's outputs against ``before`` (logits; the uint8 one is approximate by design).
+Also onnxruntime (native, CPU, 1 thread) on each file, for scale; the max |diff| of every
+file's outputs against ``before`` (logits; the uint8 one is approximate by design); and the
+floor: the decoder's matrix-product FLOPs (torch's FlopCounterMode) over the rate this
+browser's wasm reaches on one large matrix product (4096 x 256 @ 256 x 256, fp32 and with
+onnxruntime's dynamic int8 quantization, 1 and 2 threads).
 
-    python benchmarks/bench_web.py                  # prints a markdown table
+    python benchmarks/bench_web.py                  # prints markdown tables
     python benchmarks/bench_web.py --rounds 8 --clicks 5
 
-benchmarks/runs/web_cpu.txt keeps a run.
+benchmarks/runs/web_cpu.txt keeps runs.
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from samkit.export import DECODER_INPUTS, DECODER_OUTPUTS, export_decoder, quantize_onnx  # noqa: E402
+from samkit.export import DECODER_INPUTS, DECODER_OUTPUTS, quantize_onnx  # noqa: E402
 from samkit.export.metadata import plain_copy  # noqa: E402
 from samkit.export.onnx_decoder import OnnxDecoder, decoder_example_inputs  # noqa: E402
 from samkit.export.onnx_graph import to_onnx  # noqa: E402
@@ -98,6 +103,67 @@ def export_before(model, path: Path) -> Path:
                    output_names=DECODER_OUTPUTS, dynamic_shapes=({}, {1: points}, {1: points}, {}, {}, {}))
 
 
+def export_stop22(model, path: Path) -> Path:
+    """The stop-22 default file: the upscaling traced in row blocks, no Sums before the norms."""
+    from samkit.modeling import fast_decoder
+
+    exporting, fast_decoder._exporting = fast_decoder._exporting, lambda: False
+    try:
+        plain = plain_copy(model, fast_decoder=True)
+        points = torch.export.Dim("num_points", min=1, max=1024)
+        return to_onnx(OnnxDecoder(plain, single_mask=True).eval(), decoder_example_inputs(plain), path,
+                       input_names=DECODER_INPUTS, output_names=DECODER_OUTPUTS,
+                       dynamic_shapes=({}, {1: points}, {1: points}, {}, {}, {}))
+    finally:
+        fast_decoder._exporting = exporting
+
+
+def decoder_gflop(model) -> float:
+    """Matrix-product GFLOP of one single-mask decode (torch's FlopCounterMode on the fast modules)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    plain = plain_copy(model, fast_decoder=True)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        OnnxDecoder(plain, single_mask=True).eval()(*decoder_example_inputs(plain))
+    return counter.get_total_flops() / 1e9
+
+
+GEMM_SHAPE = (4096, 256, 256)
+GEMM_SETUP_JS = """async ([file, threads, m, k]) => {
+  const ort = await import('../node_modules/onnxruntime-web/dist/ort.wasm.min.mjs');
+  ort.env.wasm.wasmPaths = new URL('../node_modules/onnxruntime-web/dist/', location.href).href;
+  ort.env.wasm.numThreads = threads;
+  const bytes = new Uint8Array(await (await fetch(file)).arrayBuffer());
+  const session = await ort.InferenceSession.create(bytes, {executionProviders: ['wasm']});
+  const x = new Float32Array(m * k);
+  for (let i = 0; i < x.length; i++) x[i] = Math.sin(i);
+  const feeds = {x: new ort.Tensor('float32', x, [m, k])};
+  for (let i = 0; i < 3; i++) await session.run(feeds);
+  window.gemmRuns = async (count) => {
+    const times = [];
+    for (let i = 0; i < count; i++) {
+      const t = performance.now(); await session.run(feeds); times.push(performance.now() - t);
+    }
+    return times;
+  };
+}"""
+
+
+def write_gemm_files(folder: Path) -> dict[str, Path]:
+    """One MatMul with a constant weight (fp32), and its dynamic-int8 quantization, as ONNX files."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m, k, n = GEMM_SHAPE
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((k, n)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [weight])
+    fp32 = folder / "gemm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), str(fp32))
+    return {"fp32": fp32, "int8 (dynamic)": quantize_onnx(fp32, folder / "gemm.quant.onnx")}
+
+
 def native_ms(files: dict[str, Path], feeds: dict, runs: int = 15) -> tuple[dict[str, float], dict[str, list]]:
     """Median ms per call of each file in native onnxruntime (1 thread), runs interleaved; and its outputs."""
     import onnxruntime as ort
@@ -138,13 +204,14 @@ def main() -> None:
         data = Path(tmp) / "web"
         page = server_module.prepare(model, image, data)  # decoder.onnx: the page's default (single mask)
         files = {"before": export_before(model, data / "before.onnx"),
-                 "fast+crop": export_decoder(model, data / "multi.onnx"),
+                 "single, stop 22": export_stop22(model, data / "stop22.onnx"),
                  "single": data / "decoder.onnx"}
         files["single uint8"] = quantize_onnx(files["single"], data / "single.quant.onnx")
         variants = {name: (path, 1) for name, path in files.items()}
         variants["single, 2 threads"] = (files["single"], 2)
         import json
 
+        (data / "blank.html").write_text("<!doctype html><title>gemm</title>")
         for index, (path, _) in enumerate(variants.values()):
             (data / f"model{index}.json").write_text(json.dumps(dict(page, decoder=path.name)))
         rng = np.random.default_rng(1)
@@ -169,6 +236,20 @@ def main() -> None:
                     pages[name].wait_for_selector("body[data-state=ready]", timeout=300_000)
                     pages[name].evaluate("window.samkit.clickAt(10, 10)")  # the first call sets the kernels up
                 isolated = pages["single, 2 threads"].evaluate("self.crossOriginIsolated")
+                gemm_pages = {}  # one page per (file, threads): the thread count is fixed per page
+                for kind, path in write_gemm_files(data).items():
+                    for threads in (1, 2):
+                        gemm_pages[kind, threads] = tab = browser.new_page()
+                        tab.goto(f"{url}data/blank.html")
+                        tab.evaluate(GEMM_SETUP_JS, [f"/data/{path.name}", threads, *GEMM_SHAPE[:2]])
+                gemm_times: dict = {key: [] for key in gemm_pages}
+                for _ in range(6):  # interleaved rounds
+                    for key, tab in gemm_pages.items():
+                        tab.bring_to_front()
+                        gemm_times[key].extend(tab.evaluate("window.gemmRuns(5)"))
+                for tab in gemm_pages.values():
+                    tab.close()
+                gemm_ms = {key: statistics.median(times) for key, times in gemm_times.items()}
                 for _ in range(args.rounds):
                     for name, tab in pages.items():
                         tab.bring_to_front()
@@ -189,7 +270,7 @@ def main() -> None:
     base = statistics.median(latencies["before"])
     for name, (path, threads) in variants.items():
         times = latencies[name]
-        key = name.split(",")[0]
+        key = name if name in outputs else name.split(",")[0]
         ref = outputs["before"]
         got = outputs[key]
         if got[0].shape != ref[0].shape:  # one mask: compare with the output Meta's rule picks from the four
@@ -198,6 +279,22 @@ def main() -> None:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
         print(f"| {name} | {got[0].shape[1]} | {threads} | {statistics.median(times):.1f} | {min(times):.1f} | "
               f"{max(times):.1f} | {base / statistics.median(times):.2f}x | {native[key]:.1f} | {diff:.1e} |")
+    print_floor(model, gemm_ms, latencies)
+
+
+def print_floor(model, gemm_ms: dict, latencies: dict) -> None:
+    """The decoder's FLOPs over the wasm matrix-product rate: the fastest a click can be here."""
+    gflop = decoder_gflop(model)
+    m, k, n = GEMM_SHAPE
+    print(f"\n## Floor: {gflop:.2f} GFLOP of matrix products per click (single mask) over the wasm rate "
+          f"of one {m} x {k} @ {k} x {n} MatMul\n")
+    print("| MatMul | wasm threads | ms | GFLOP/s | decoder floor ms | decoder measured ms |")
+    print("|---|---|---|---|---|---|")
+    measured = {1: statistics.median(latencies["single"]), 2: statistics.median(latencies["single, 2 threads"])}
+    for (kind, threads), ms in gemm_ms.items():
+        rate = 2 * m * k * n / (ms / 1e3) / 1e9
+        print(f"| {kind} | {threads} | {ms:.2f} | {rate:.1f} | {gflop / rate * 1e3:.0f} | "
+              f"{measured[threads]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -74,4 +74,4 @@ def export_decoder(model: nn.Module, path: str | os.PathLike, *, single_mask: bo
         metadata["num_mask_outputs"] = str(1 if single_mask else plain.mask_decoder.num_mask_tokens)
     metadata.update(inputs=list(names), **(extra_metadata or {}))
     return to_onnx(wrapper, example, path, input_names=names, output_names=DECODER_OUTPUTS,
-                   dynamic_shapes=dynamic, opset=opset, metadata=metadata)
+                   dynamic_shapes=dynamic, opset=opset, metadata=metadata, unfused_layer_norm=True)

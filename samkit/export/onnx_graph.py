@@ -18,7 +18,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_OPSET", "EXTERNAL_DATA_BYTES", "read_metadata", "require_onnx", "to_onnx"]
+__all__ = ["DEFAULT_OPSET", "EXTERNAL_DATA_BYTES", "read_metadata", "require_onnx", "sums_before_layer_norm",
+           "to_onnx"]
 
 #: The opset written when none is asked for (the lowest the dynamo exporter implements natively).
 DEFAULT_OPSET = 18
@@ -42,7 +43,8 @@ def _importable(name: str) -> bool:
 
 def to_onnx(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: str | os.PathLike, *,
             input_names: Sequence[str], output_names: Sequence[str], dynamic_shapes: Any = None,
-            opset: int = DEFAULT_OPSET, metadata: Mapping[str, Any] | None = None) -> Path:
+            opset: int = DEFAULT_OPSET, metadata: Mapping[str, Any] | None = None,
+            unfused_layer_norm: bool = False) -> Path:
     """Export ``module(*args)`` to ``path`` with the dynamo exporter and stamp ``metadata`` on it.
 
     Args:
@@ -54,6 +56,8 @@ def to_onnx(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: str |
         dynamic_shapes: ``torch.export`` dynamic shapes, one entry per input.
         opset: ONNX opset version (>= 18).
         metadata: string-valued ``metadata_props`` of the model (non-strings are JSON-encoded).
+        unfused_layer_norm: write the additions that feed a LayerNormalization as ``Sum``
+            (:func:`sums_before_layer_norm`; for graphs run on CPUs).
 
     Returns:
         ``path``. Weights past :data:`EXTERNAL_DATA_BYTES` go to ``<path>.data`` beside it.
@@ -71,6 +75,8 @@ def to_onnx(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: str |
     if program is None:
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no program")
     _stamp(program.model, metadata or {})
+    if unfused_layer_norm:
+        sums_before_layer_norm(program.model)
     external = weight_bytes > EXTERNAL_DATA_BYTES
     if path.exists():
         path.unlink()
@@ -80,6 +86,26 @@ def to_onnx(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: str |
     program.save(str(path), external_data=external)
     logger.info("wrote %s (%.1f MB of weights%s)", path, weight_bytes / 1e6, ", external data" if external else "")
     return path
+
+
+def sums_before_layer_norm(model: Any) -> int:
+    """Turn every ``Add`` whose output only feeds ``LayerNormalization`` into a two-input ``Sum``.
+
+    The same arithmetic (``Sum`` broadcasts as ``Add`` does), but onnxruntime's graph optimizer
+    then leaves the pair alone instead of fusing it into its ``SkipLayerNormalization`` kernel,
+    which on a CPU is about 3.5x slower than the two ops it replaces for the decoder's
+    (1, 4096, 256) image tokens (6.5 vs 1.8 ms, onnxruntime 1.32, one thread). Works on an
+    onnx_ir model (what ``ONNXProgram.model`` holds) in place; returns how many were changed.
+    """
+    changed = 0
+    for node in model.graph:
+        if node.op_type != "Add" or node.domain not in ("", "ai.onnx"):
+            continue
+        users = [user for user, _ in node.outputs[0].uses()]
+        if users and all(user.op_type == "LayerNormalization" for user in users):
+            node.op_type = "Sum"
+            changed += 1
+    return changed
 
 
 def _stamp(model: Any, metadata: Mapping[str, Any]) -> None:

@@ -205,8 +205,16 @@ def two_way_forward(transformer: TwoWayTransformer, image_embedding: torch.Tenso
 # Inference upscaling on a CPU runs in blocks of image rows whose largest intermediate holds about
 # this many values (2 MB in float32: about one core's L2 cache), so the (tokens x 16 x C/8) features
 # never travel to main memory (measured effect: scripts/runs/design_notes.md). On a GPU the blocks
-# would only add kernel launches (4 per prompt for vit_b): it runs batched.
+# would only add kernel launches (4 per prompt for vit_b): it runs batched. A graph being exported
+# (torch.export, ONNX) runs batched too: traced, the blocks become scatters into the output (in
+# onnxruntime the four ScatterElements took 28 of the vit_b decoder's 110 ms per click).
 _BLOCK_VALUES = 1 << 19
+
+
+def _exporting() -> bool:
+    """Whether a graph is being captured by ``torch.export`` (the ONNX exporter uses it)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_exporting") and compiler.is_exporting())
 
 
 def upscale_and_predict(decoder, keys: torch.Tensor, mask_tokens: torch.Tensor, grid: tuple[int, int],
@@ -218,8 +226,9 @@ def upscale_and_predict(decoder, keys: torch.Tensor, mask_tokens: torch.Tensor, 
     tokens with fused ``layer_norm``; the pixels are put in image order only at the end, on
     the K mask channels instead of the C/8 feature channels. On a CPU, without autograd and when
     the features are large, each prompt is processed in blocks of grid rows small enough to stay
-    in cache, written straight into the output. Equal to the plain conv-transpose path up to
-    float rounding (the blocked and the batched path give identical values).
+    in cache, written straight into the output (not while exporting: a traced graph runs batched).
+    Equal to the plain conv-transpose path up to float rounding (the blocked and the batched path
+    give identical values).
 
     Args:
         decoder: the :class:`~samkit.modeling.mask_decoder.MaskDecoder`.
@@ -246,7 +255,8 @@ def upscale_and_predict(decoder, keys: torch.Tensor, mask_tokens: torch.Tensor, 
         x = act1(torch.nn.functional.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
         return act2(torch.addmm(b2, x, w2)).view(-1, c2)
 
-    if torch.is_grad_enabled() or keys.device.type != "cpu" or b * n * 16 * c2 <= _BLOCK_VALUES:
+    if (torch.is_grad_enabled() or keys.device.type != "cpu" or b * n * 16 * c2 <= _BLOCK_VALUES
+            or _exporting()):
         masks = torch.bmm(features(keys.reshape(b * n, c)).view(b, n * 16, c2), hyper.transpose(1, 2))
         masks = masks.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)  # (B, K, y, i1, i2, x, j1, j2)
         return masks.reshape(b, k, 4 * h, 4 * w)

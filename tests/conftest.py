@@ -168,3 +168,18 @@ def browser():
     from browsers import launched_chromium
 
     yield from launched_chromium()
+
+
+@pytest.fixture
+def hide_pycocotools(monkeypatch):
+    """A function that, once called, makes every later ``import pycocotools...`` in the test fail."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pycocotools(name, *args, **kwargs):
+        if name.startswith("pycocotools"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    return lambda: monkeypatch.setattr(builtins, "__import__", no_pycocotools)

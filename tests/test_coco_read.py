@@ -1,7 +1,6 @@
 """samkit.formats.coco_read: the one COCO instances reader, against pycocotools and on bad input."""
 from __future__ import annotations
 
-import builtins
 import copy
 import json
 import math
@@ -217,15 +216,8 @@ def test_segmentation_to_mask_checks_the_image_size():
         annotation.mask(5, 5)
 
 
-def test_polygons_without_pycocotools(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_pycocotools(name, *args, **kwargs):
-        if name.startswith("pycocotools"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pycocotools)
+def test_polygons_without_pycocotools(hide_pycocotools):
+    hide_pycocotools()
     square = [[1, 1, 3, 1, 3, 3, 1, 3], [0, 3, 1, 3, 1, 4, 0, 4]]
     with pytest.raises(ImportError, match=r"pip install samkit\[eval\]"):
         segmentation_to_mask(square, 4, 4)

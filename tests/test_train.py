@@ -312,7 +312,7 @@ def _write_png(path, array):
     Image.fromarray(array).save(path)
 
 
-def test_coco_instances_polygons_rle_and_crowd(tmp_path, monkeypatch):
+def test_coco_instances_polygons_rle_and_crowd(tmp_path, hide_pycocotools):
     from samkit.rle import masks_to_coco_rle
 
     image = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
@@ -341,17 +341,7 @@ def test_coco_instances_polygons_rle_and_crowd(tmp_path, monkeypatch):
     assert masks.shape == (2, 20, 30)
     assert np.array_equal(masks[0], rect) and np.array_equal(masks[1], blob)
     assert len(CocoInstances(tmp_path / "ann.json", tmp_path / "imgs", include_crowd=True)[0][1]) == 3
-    # without pycocotools the own rasteriser gives the same rectangle
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_pycocotools(name, *args, **kwargs):
-        if name.startswith("pycocotools"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pycocotools)
+    hide_pycocotools()  # without pycocotools the own rasteriser gives the same rectangle
     assert np.array_equal(CocoInstances(tmp_path / "ann.json", tmp_path / "imgs")[0][1][0], rect)
 
 

@@ -8,7 +8,11 @@
    decoder a browser runs for the paper's models.
 3. The image encoder: onnxruntime (CPU, float32) against samkit's PyTorch encoder in fp32 and
    bf16, runs interleaved, median of ``--runs``.
-4. ``--browser``: the page (demos/web/) in headless Chromium with the vit_b-shaped decoder,
+4. The encoder with int8 weights (``quantize_onnx``) against float32 in onnxruntime: file size,
+   time, the embedding's max relative difference and, for the trained tiny model, the IoU of
+   the float32 decoder's masks from the int8 embedding against those from the float32 one
+   (the same held-out clicks as 1).
+5. ``--browser``: the page (demos/web/) in headless Chromium with the vit_b-shaped decoder,
    single-thread wasm: median per-click decode latency over ``--clicks`` clicks.
 
     python benchmarks/bench_onnx.py                  # tiny + vit_b (several minutes on 2 cores)
@@ -154,6 +158,40 @@ def encoder_rows(name: str, model, folder: Path, image: np.ndarray, runs: int) -
             else f"| {name} | {label} | {1e3 * t:.1f} | {base / t:.2f}x | |" for label, t in times.items()]
 
 
+def encoder_int8_rows(name: str, model, folder: Path, scenes: list[tuple[np.ndarray, list[tuple]]],
+                      runs: int) -> list[str]:
+    """Rows: the encoder in float32 and with int8 weights (onnxruntime); mask IoU where ``scenes`` has clicks."""
+    fp32 = folder / f"{name}_encoder.onnx"
+    if not fp32.is_file():
+        export_encoder(model, fp32)
+    files = {"float32": fp32, "int8 weights (dynamic)": quantize_onnx(fp32, folder / f"{name}_encoder.quant.onnx")}
+    sessions = {label: session(path, torch.get_num_threads()) for label, path in files.items()}
+    segmenter = Segmenter(model)
+    feeds = [{"images": segmenter.preprocess(image)[0].numpy()} for image, _ in scenes]
+    speed = interleaved({label: (lambda s=s: s.run(None, feeds[0])) for label, s in sessions.items()}, runs)
+    decoder = None
+    if any(points for _, points in scenes):
+        decoder = session(export_decoder(model, folder / f"{name}_int8_check_decoder.onnx"), 1)
+    image_size = model.config.image_size
+    reference = [sessions["float32"].run(None, feed)[0] for feed in feeds]
+    rows = []
+    for label, s in sessions.items():
+        relative, ious = 0.0, []
+        for feed, want, (image, points) in zip(feeds, reference, scenes):
+            got = s.run(None, feed)[0]
+            relative = max(relative, float(np.abs(got - want).max() / np.abs(want).max()))
+            for point in points:
+                ref = decoder.run(None, decoder_inputs(want, image.shape[:2], image_size, point))[0] > 0
+                mask = decoder.run(None, decoder_inputs(got, image.shape[:2], image_size, point))[0] > 0
+                union = np.logical_or(mask, ref).sum((2, 3))
+                inter = np.logical_and(mask, ref).sum((2, 3))
+                ious.extend(np.where(union > 0, inter / np.maximum(union, 1), 1.0).ravel())
+        quality = f"{np.mean(ious):.4f} | {np.min(ious):.4f} | {len(ious)}" if ious else "| |"
+        rows.append(f"| {name} | {label} | {files[label].stat().st_size / 1e6:.1f} | {1e3 * speed[label]:.1f} | "
+                    f"{speed['float32'] / speed[label]:.2f}x | {relative:.1e} | {quality} |")
+    return rows
+
+
 def browser_latency(folder: Path, clicks: int) -> str:
     import shutil
 
@@ -237,6 +275,21 @@ def main() -> None:
         if not args.quick:
             photo = np.random.default_rng(0).integers(0, 255, (768, 1024, 3), dtype=np.uint8)
             for row in encoder_rows("vit_b-shaped (random)", vit_b, folder, photo, args.encoder_runs):
+                print(row, flush=True)
+        print("\n## Encoder: int8 weights vs float32 (onnxruntime CPU; IoU of the float32 decoder's masks, all "
+              "four outputs, from the int8 embedding vs from the float32 one)\n")
+        print("| model | encoder weights | file MB | ms per image | speed vs float32 | max rel. diff | mean IoU | "
+              "min IoU | masks |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        held_out = []
+        for image, masks in (SyntheticScenes(20, seed=10000)[i] for i in range(20)):
+            points = [(float(xs[len(xs) // 2]), float(ys[len(ys) // 2])) for xs, ys in
+                      ((np.nonzero(m)[1], np.nonzero(m)[0]) for m in masks)]
+            held_out.append((image, points))
+        for row in encoder_int8_rows("tiny (trained)", trained, folder, held_out, args.encoder_runs * 4):
+            print(row, flush=True)
+        if not args.quick:
+            for row in encoder_int8_rows("vit_b-shaped (random)", vit_b, folder, [(photo, [])], args.encoder_runs):
                 print(row, flush=True)
         if args.browser:
             print("\n" + browser_latency(folder, args.clicks))

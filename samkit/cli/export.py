@@ -34,7 +34,8 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     only.add_argument("--decoder-only", action="store_true", help="write decoder.onnx only")
     only.add_argument("--encoder-only", action="store_true", help="write encoder.onnx only")
     p.add_argument("--quantize", action="store_true",
-                   help="also write decoder.quant.onnx with uint8 weights (onnxruntime dynamic quantization)")
+                   help="also write decoder.quant.onnx / encoder.quant.onnx with uint8 weights "
+                        "(onnxruntime dynamic quantization)")
     p.add_argument("--single-mask", action="store_true",
                    help="the decoder returns one mask per call (Meta's return_single_mask); default all four")
     p.add_argument("--hq-token-only", action="store_true",
@@ -59,8 +60,6 @@ def run_export_onnx(args: argparse.Namespace) -> int:
 
     if args.opset < DEFAULT_OPSET:
         raise UsageError(f"--opset expects {DEFAULT_OPSET} or more (the exporter's lowest), got {args.opset}")
-    if args.quantize and args.encoder_only:
-        raise UsageError("--quantize quantizes the decoder; it cannot go with --encoder-only")
     if args.preprocess and args.decoder_only:
         raise UsageError("--preprocess changes the encoder's input; it cannot go with --decoder-only")
     folder = check_out_folder(args.out)

@@ -38,19 +38,22 @@ __all__ = ["DECODER_INPUTS", "DECODER_OUTPUTS", "DEFAULT_OPSET", "OnnxDecoder", 
 DECODER_FILE = "decoder.onnx"
 ENCODER_FILE = "encoder.onnx"
 QUANTIZED_DECODER_FILE = "decoder.quant.onnx"
+QUANTIZED_ENCODER_FILE = "encoder.quant.onnx"
 
 
 def export_onnx(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = True, encoder: bool = True,
                 quantize: bool = False, single_mask: bool = False, preprocess: bool = False,
                 opset: int = DEFAULT_OPSET, hq_token_only: bool | None = None) -> dict[str, Path]:
-    """Export ``model`` into ``folder``: ``decoder.onnx``, ``encoder.onnx``, ``decoder.quant.onnx``.
+    """Export ``model`` into ``folder``: ``decoder.onnx``, ``encoder.onnx`` and their ``.quant.onnx`` copies.
 
     Args:
         model: a samkit SAM model.
         folder: output folder (created when absent; an existing file there is an error).
         decoder: write ``decoder.onnx``.
         encoder: write ``encoder.onnx``.
-        quantize: also write ``decoder.quant.onnx`` (uint8 weights; needs ``decoder``).
+        quantize: also write a uint8-weight copy of each file written: ``decoder.quant.onnx``,
+            ``encoder.quant.onnx`` (:func:`quantize_onnx`; measured in the README: the vit_b
+            encoder's copy is 3.3x smaller and 1.27x faster in onnxruntime on a CPU).
         single_mask: the decoder returns one mask per call (Meta's ``return_single_mask``; for
             HQ-SAM see :func:`~samkit.export.export_decoder`).
         preprocess: the encoder takes an (H, W, 3) uint8 image (see :mod:`samkit.export.onnx_encoder`).
@@ -59,12 +62,11 @@ def export_onnx(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
             :func:`~samkit.export.export_decoder`); None: the default.
 
     Returns:
-        ``{"decoder": path, "encoder": path, "decoder_quantized": path}`` for what was written.
+        ``{"decoder": path, "encoder": path, "decoder_quantized": path, "encoder_quantized": path}``
+        for what was written.
     """
     if not (decoder or encoder):
         raise ValueError("export_onnx needs decoder=True or encoder=True; got neither")
-    if quantize and not decoder:
-        raise ValueError("quantize=True quantizes the decoder; it needs decoder=True")
     if decoder:  # checked before anything is written
         check_decoder(model)
     else:
@@ -81,4 +83,6 @@ def export_onnx(model: nn.Module, folder: str | os.PathLike, *, decoder: bool = 
             written["decoder_quantized"] = quantize_onnx(written["decoder"], folder / QUANTIZED_DECODER_FILE)
     if encoder:
         written["encoder"] = export_encoder(model, folder / ENCODER_FILE, preprocess=preprocess, opset=opset)
+        if quantize:
+            written["encoder_quantized"] = quantize_onnx(written["encoder"], folder / QUANTIZED_ENCODER_FILE)
     return written

@@ -38,8 +38,9 @@ def quantize_onnx(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     if source.resolve() == target.resolve():
         raise ValueError(f"quantize_onnx writes a new file; target must differ from source, got {target} twice")
     metadata = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
+    external = source.with_name(source.name + ".data").is_file()  # vit_h's encoder: weights past 2 GB
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QUInt8, per_channel=True,
-                     reduce_range=False)
+                     reduce_range=False, use_external_data_format=external)
     model = onnx.load(str(target))
     kept = {p.key for p in model.metadata_props}
     for key, value in dict(metadata, quantized="uint8").items():

@@ -93,8 +93,8 @@ def sums_before_layer_norm(model: Any) -> int:
 
     The same arithmetic (``Sum`` broadcasts as ``Add`` does), but onnxruntime's graph optimizer
     then leaves the pair alone instead of fusing it into its ``SkipLayerNormalization`` kernel,
-    which on a CPU is about 3.5x slower than the two ops it replaces for the decoder's
-    (1, 4096, 256) image tokens (6.5 vs 1.8 ms, onnxruntime 1.32, one thread). Works on an
+    which on a CPU is slower than the two ops it replaces for the decoder's (1, 4096, 256)
+    image tokens (onnxruntime 1.32, one thread; ``benchmarks/bench_web.py``). Works on an
     onnx_ir model (what ``ONNXProgram.model`` holds) in place; returns how many were changed.
     """
     changed = 0

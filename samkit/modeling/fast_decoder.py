@@ -206,8 +206,8 @@ def two_way_forward(transformer: TwoWayTransformer, image_embedding: torch.Tenso
 # this many values (2 MB in float32: about one core's L2 cache), so the (tokens x 16 x C/8) features
 # never travel to main memory (measured effect: scripts/runs/design_notes.md). On a GPU the blocks
 # would only add kernel launches (4 per prompt for vit_b): it runs batched. A graph being exported
-# (torch.export, ONNX) runs batched too: traced, the blocks become scatters into the output (in
-# onnxruntime the four ScatterElements took 28 of the vit_b decoder's 110 ms per click).
+# (torch.export, ONNX) runs batched too: traced, the blocks become scatters into the output, slow
+# in onnxruntime (benchmarks/bench_web.py, "stop 22" vs now).
 _BLOCK_VALUES = 1 << 19
 
 
